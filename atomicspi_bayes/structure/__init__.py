@@ -11,12 +11,14 @@ Public API:
   ``atom_coords_from_beads(model, beads, bead_coords (...,R,3)) -> (...,N,3)``.
 - ``anm_modes(coords (R,3), n_modes=20, cutoff=15.0, gamma=1.0) -> NormalModes(eigenvalues
   (K,), vectors (K,R,3))``; ``anm_hessian``; ``cumulative_overlap``; ``subspace_overlap``.
+- ``kabsch_align(mobile, target)``, ``rmsd(a, b, *, superpose=False)`` (numpy).
 - ``deform(x0 (R,3), vectors (K,R,3), amplitudes (...,K), refinement=None) -> (...,R,3)``.
 - priors (pure JAX, for ``numpyro.factor``): ``elastic_logprior``, ``ca_bond_logprior``,
   ``clash_logprior``, ``mode_logprior``; set-up: ``elastic_pairs``, ``clash_pairs``,
   ``ideal_bond_lengths``.
 """
 
+from atomicspi_bayes.structure.align import kabsch_align, rmsd
 from atomicspi_bayes.structure.anm import (
     NormalModes,
     anm_hessian,
@@ -71,8 +73,10 @@ __all__ = [
     "elastic_logprior",
     "elastic_pairs",
     "ideal_bond_lengths",
+    "kabsch_align",
     "mode_logprior",
     "neighbour_pairs",
     "pad_pairs",
+    "rmsd",
     "subspace_overlap",
 ]

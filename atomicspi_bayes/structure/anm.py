@@ -137,8 +137,9 @@ def anm_modes(
     tol = ZERO_EIGENVALUE_RTOL * np.trace(hess) / (3 * n)
     n_zero = int(np.sum(evals < tol))
     if n_zero != 6:
+        count = f"at least {n_zero}" if n_zero == n_eig else str(n_zero)
         raise InputFormatError(
-            f"ANM Hessian (cutoff {cutoff} Å, {n} nodes) has {n_zero} zero eigenvalues, "
+            f"ANM Hessian (cutoff {cutoff} Å, {n} nodes) has {count} zero eigenvalues, "
             "expected exactly 6: the network is not rigid; increase the cutoff"
         )
     vals = evals[6 : 6 + n_modes]

@@ -1,16 +1,18 @@
 """Coarse-graining to one bead per residue, and the map from bead motion back to atoms.
 
-A bead sits on the residue's Cα (so the bead model, the ANM network and the Cα priors share
-one set of nodes). Its scattering factor is the sum of the residue's atomic Peng Gaussians,
-broadened by the spread of the residue's atoms about the Cα:
+A bead's *node* sits on the residue's Cα, so the bead model, the ANM network and the Cα
+priors share one set of coordinates. Its *scattering* is one 5-term Gaussian placed at the
+residue's ``f(0)``-weighted centroid, carried rigidly with the node by a fixed offset
+(``BeadModel.offsets``): scattering centre = node + offset. The Gaussian sums the residue's
+atomic Peng Gaussians and is broadened by the spread of its atoms about the centroid
+(second-order moment matching; ``physics.scattering.bead_gaussians``)::
 
-    f_bead(s) = Σ_i a_i exp(-b_i s²),  a_i = Σ_j a_ji,
-    b_i = (Σ_j a_ji b_ji) / a_i + 8π² σ²,  σ² = Σ_j w_j |r_j - r_CA|² / (3 Σ_j w_j),
+    a_i = Σ_j a_ji,   b_i = Σ_j a_ji (b_ji + 8π² |r_j - c|² / 3) / a_i
 
-with ``w_j = f_j(0) = Σ_i a_ji``. The broadening is the Debye–Waller form of an isotropic
-Gaussian cloud of per-axis variance σ² (SCIENCE.md §1: B = 8π²⟨u_x²⟩). The bead reproduces
-the residue's forward scattering exactly (``Σ a`` is conserved) and its low-resolution shape
-approximately; it is meant for images at ≳ 4 Å resolution.
+(8π²σ² is the B-factor of an isotropic cloud with per-axis variance σ², SCIENCE.md §1).
+Forward scattering (``Σ a``) is conserved exactly and the low-resolution shape is kept to
+order k²; the bead model is meant for images at resolutions worse than about 4–6 Å.
+Atomic B-factors are not included (coordinates, not thermal smearing, are the variables).
 """
 
 from __future__ import annotations
@@ -33,14 +35,15 @@ class BeadModel:
     """One bead per protein residue.
 
     Attributes:
-        coords: ``(R, 3)`` float32 bead (= Cα) coordinates in Å.
+        coords: ``(R, 3)`` float32 bead node (= Cα) coordinates in Å.
         a: ``(R, 5)`` float32 Peng amplitudes of each bead in Å (sum over the residue's atoms).
-        b: ``(R, 5)`` float32 Peng widths in Å² (a-weighted mean plus 8π²σ² broadening).
+        b: ``(R, 5)`` float32 Peng widths in Å² (a-weighted mean plus spread broadening).
         atom_to_bead: ``(N,)`` int64, bead of each atom of the source model, ``-1`` for atoms
             in residues without a Cα (water, ions, ligands), which the bead model drops.
         residue_index: ``(R,)`` int64 residue (in the atomic model) of each bead.
         chain_index: ``(R,)`` int64 chain of each bead.
         bonded: ``(R-1,)`` bool, bead ``r`` and ``r+1`` are peptide-bonded (no chain end/break).
+        offsets: ``(R, 3)`` float32 Å, scattering centre minus node (centroid minus Cα).
     """
 
     coords: np.ndarray
@@ -50,10 +53,22 @@ class BeadModel:
     residue_index: np.ndarray
     chain_index: np.ndarray
     bonded: np.ndarray
+    offsets: np.ndarray | None = None
 
     @property
     def n_beads(self) -> int:
         return int(self.coords.shape[0])
+
+    def scattering_coords(self, coords=None):
+        """Scattering centres ``(..., R, 3)`` Å for node coordinates ``(..., R, 3)`` (JAX).
+
+        ``coords`` defaults to the reference nodes; pass deformed nodes to get the centres to
+        hand to the projector together with ``a`` and ``b``.
+        """
+        nodes = jnp.asarray(self.coords if coords is None else coords)
+        if self.offsets is None:
+            return nodes
+        return nodes + jnp.asarray(self.offsets, dtype=nodes.dtype)
 
 
 def _peng_gaussians(elements: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -73,27 +88,26 @@ def _peng_gaussians(elements: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _bead_gaussians(
-    a: np.ndarray, b: np.ndarray, coords: np.ndarray, centres: np.ndarray, groups: np.ndarray
-) -> tuple[np.ndarray, np.ndarray]:
-    """Sum atomic Gaussians ``(N, 5)`` into ``(G, 5)`` beads centred on ``centres`` ``(G, 3)``."""
-    n_groups = centres.shape[0]
-    a_bead = np.zeros((n_groups, 5))
-    np.add.at(a_bead, groups, a)
-    ab = np.zeros((n_groups, 5))
-    np.add.at(ab, groups, a * b)
-    w = a.sum(axis=1)
-    r2 = np.sum((coords - centres[groups]) ** 2, axis=1)
-    wr2 = np.zeros(n_groups)
-    np.add.at(wr2, groups, w * r2)
-    wsum = np.zeros(n_groups)
-    np.add.at(wsum, groups, w)
-    var_per_axis = wr2 / (3.0 * wsum)
-    b_bead = ab / a_bead + 8.0 * np.pi**2 * var_per_axis[:, None]
-    return a_bead, b_bead
+    a: np.ndarray, b: np.ndarray, coords: np.ndarray, groups: np.ndarray, n_groups: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Centroids ``(G, 3)``, amplitudes and widths ``(G, 5)`` of atoms grouped into beads."""
+    # TODO(struct): switch to physics.scattering.bead_gaussians once committed.
+    f0 = a.sum(axis=1)
+    w = np.zeros(n_groups)
+    np.add.at(w, groups, f0)
+    centre = np.zeros((n_groups, 3))
+    np.add.at(centre, groups, f0[:, None] * coords)
+    centre /= w[:, None]
+    spread = (8.0 * np.pi**2 / 3.0) * np.sum((coords - centre[groups]) ** 2, axis=1)
+    amp = np.zeros((n_groups, a.shape[1]))
+    np.add.at(amp, groups, a)
+    width = np.zeros_like(amp)
+    np.add.at(width, groups, a * (b + spread[:, None]))
+    return centre, amp, width / amp
 
 
 def coarse_grain(model: AtomicModel) -> BeadModel:
-    """One bead per protein residue, on the Cα, with the residue's summed scattering.
+    """One bead per protein residue: node on the Cα, scattering Gaussian at the centroid.
 
     Raises:
         InputFormatError: the model has no Cα atoms, or an element is unknown.
@@ -108,8 +122,9 @@ def coarse_grain(model: AtomicModel) -> BeadModel:
         logger.info("coarse_grain drops %d atoms in residues without CA", int((~keep).sum()))
     coords = np.asarray(model.coords, dtype=np.float64)
     a, b = _peng_gaussians(np.asarray(model.elements)[keep])
-    centres = trace.coords.astype(np.float64)
-    a_bead, b_bead = _bead_gaussians(a, b, coords[keep], centres, atom_to_bead[keep])
+    centre, a_bead, b_bead = _bead_gaussians(
+        a, b, coords[keep], atom_to_bead[keep], trace.n_residues
+    )
     return BeadModel(
         coords=trace.coords.astype(np.float32),
         a=a_bead.astype(np.float32),
@@ -118,6 +133,7 @@ def coarse_grain(model: AtomicModel) -> BeadModel:
         residue_index=trace.residue_index,
         chain_index=trace.chain_index,
         bonded=trace.bonded,
+        offsets=(centre - trace.coords.astype(np.float64)).astype(np.float32),
     )
 
 
