@@ -7,6 +7,7 @@ prints it as one line on stderr and exits with code 2.
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
 import typer
 from rich.console import Console
@@ -51,6 +52,21 @@ def version() -> None:
     from atomicspi_bayes import __version__
 
     console.print(__version__)
+
+
+# ---- report ---------------------------------------------------------------------------
+
+
+@app.command()
+def report(
+    run: Path = typer.Argument(..., help="Run folder written by `atomicspi fit`."),
+    out: Path = typer.Option(None, "--out", help="Output HTML file (default RUN/report.html)."),
+) -> None:
+    """Write RUN/report.html: one self-contained page with every figure of the run."""
+    from atomicspi_bayes.report import write_report
+
+    path = write_report(run, out)
+    console.print(f"report: {path}")
 
 
 if __name__ == "__main__":

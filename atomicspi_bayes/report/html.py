@@ -1,0 +1,484 @@
+"""One self-contained HTML report of a run: figures inline as base64 PNG, no scripts.
+
+Every section is built from whatever the run directory holds; a part that was not run is
+shown as "not run" with the command that produces it, never as a failure.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as _dt
+import html
+import logging
+import os
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from atomicspi_bayes.errors import ConfigError
+from atomicspi_bayes.report import plots
+from atomicspi_bayes.report.artifacts import RunArtifacts, _flatten, _fmt, scan_run
+from atomicspi_bayes.report.snapshots import render_snapshots
+
+log = logging.getLogger(__name__)
+
+#: Keys that mark the centre and the edges of an interval inside a JSON object.
+_MID_KEYS = ("median", "q50", "p50", "50", "mid", "estimate", "mean", "value")
+_LO_KEYS = ("q05", "p05", "05", "5", "q025", "lo", "low", "lower", "ci_low")
+_HI_KEYS = ("q95", "p95", "95", "q975", "hi", "high", "upper", "ci_high")
+
+
+@dataclass(frozen=True)
+class Section:
+    """One report section.
+
+    Attributes:
+        anchor: HTML id.
+        title: heading.
+        body: HTML body (already escaped / built here).
+        ran: ``False`` when the part was not run (body then explains how to run it).
+    """
+
+    anchor: str
+    title: str
+    body: str
+    ran: bool
+
+
+# ---- HTML building blocks ----------------------------------------------------------------
+
+
+def _esc(value: Any) -> str:
+    return html.escape(str(value), quote=True)
+
+
+def _img(png: bytes, alt: str) -> str:
+    data = base64.b64encode(png).decode("ascii")
+    return f'<img src="data:image/png;base64,{data}" alt="{_esc(alt)}">'
+
+
+def _figure_html(fig, alt: str, caption: str = "") -> str:
+    png = plots.figure_png(fig)
+    cap = f"<figcaption>{caption}</figcaption>" if caption else ""
+    return f"<figure>{_img(png, alt)}{cap}</figure>"
+
+
+def _table(rows: list[tuple[Any, ...]], header: tuple[str, ...] | None = None) -> str:
+    head = ""
+    if header:
+        head = "<thead><tr>" + "".join(f"<th>{_esc(h)}</th>" for h in header) + "</tr></thead>"
+    body = "".join("<tr>" + "".join(f"<td>{_esc(c)}</td>" for c in row) + "</tr>" for row in rows)
+    return f"<table>{head}<tbody>{body}</tbody></table>"
+
+
+def _not_run(what: str, how: str) -> str:
+    return f'<p class="missing">Not run: {_esc(what)}. To add it: <code>{_esc(how)}</code></p>'
+
+
+def _note(text: str) -> str:
+    return f'<p class="note">{text}</p>'
+
+
+def _find_key(obj: dict[str, Any], keys: tuple[str, ...]) -> str | None:
+    lower = {str(k).lower(): k for k in obj}
+    for key in keys:
+        if key in lower:
+            return lower[key]
+    return None
+
+
+def _as_interval(obj: Any) -> str | None:
+    """``"m [lo, hi]"`` if ``obj`` is an interval object (a dict with centre and edges)."""
+    if not isinstance(obj, dict):
+        return None
+    mid, lo, hi = _find_key(obj, _MID_KEYS), _find_key(obj, _LO_KEYS), _find_key(obj, _HI_KEYS)
+    if mid is None or lo is None or hi is None:
+        return None
+    vals = (obj[mid], obj[lo], obj[hi])
+    if all(isinstance(v, int | float) and not isinstance(v, bool) for v in vals):
+        return f"{_fmt(float(vals[0]))} [{_fmt(float(vals[1]))}, {_fmt(float(vals[2]))}]"
+    if all(isinstance(v, list) for v in vals) and len({len(v) for v in vals}) == 1:
+        return "; ".join(
+            f"{_fmt(float(m))} [{_fmt(float(a))}, {_fmt(float(b))}]"
+            for m, a, b in zip(*vals, strict=True)
+        )
+    return None
+
+
+def _leaf(value: Any) -> str:
+    if isinstance(value, list):
+        arr = np.asarray(value, dtype=object)
+        numeric = all(isinstance(v, int | float) and not isinstance(v, bool) for v in arr.flat)
+        if numeric and arr.ndim == 1 and arr.size <= 8:
+            return "[" + ", ".join(_fmt(v) for v in arr.tolist()) + "]"
+        if numeric and arr.ndim == 2 and arr.size <= 36:
+            return "; ".join("[" + ", ".join(_fmt(v) for v in row) + "]" for row in arr.tolist())
+        if numeric and arr.size:
+            vals = np.asarray(arr, dtype=float)
+            return f"{arr.shape} array, {_fmt(float(vals.min()))} … {_fmt(float(vals.max()))}"
+        return ", ".join(str(v) for v in value[:12]) + (" …" if len(value) > 12 else "")
+    return _fmt(value)
+
+
+def _json_rows(data: Any, prefix: str = "") -> list[tuple[str, str]]:
+    """Flatten a JSON object to ``(key path, value)`` rows, intervals as ``m [lo, hi]``."""
+    interval = _as_interval(data)
+    if interval is not None:
+        return [(prefix or "value", interval)]
+    if not isinstance(data, dict):
+        return [(prefix or "value", _leaf(data))]
+    rows: list[tuple[str, str]] = []
+    for key, value in data.items():
+        name = f"{prefix} › {key}" if prefix else str(key)
+        if isinstance(value, dict):
+            rows.extend(_json_rows(value, name))
+        elif isinstance(value, list) and value and all(isinstance(v, dict) for v in value):
+            for i, item in enumerate(value[:20]):
+                label_key = _find_key(item, ("name", "label"))
+                label = item[label_key] if label_key is not None else i
+                rest = {k: v for k, v in item.items() if k != label_key}
+                rows.extend(_json_rows(rest, f"{name}[{label}]"))
+        else:
+            rows.append((name, _leaf(value)))
+    return rows
+
+
+def _json_table(data: Any) -> str:
+    return _table(_json_rows(data), ("quantity", "value  (median [5 %, 95 %] where given)"))
+
+
+# ---- sections ----------------------------------------------------------------------------
+
+
+def _section_dataset(art: RunArtifacts) -> Section:
+    rows: list[tuple[str, str]] = []
+    notes = []
+    if art.dataset is not None:
+        rows.extend(art.dataset.rows)
+        notes.append(f"from <code>{_esc(Path(art.dataset.source).name)}</code>")
+    if art.latents is not None:
+        n, d = art.latents.z_mean.shape
+        rows.append(("particles with latents", f"{n:,}"))
+        rows.append(("latent dimensions", str(d)))
+    if art.truth is not None:
+        rows.append(("ground truth", f"yes ({art.truth.name})"))
+        if art.truth.snr is not None:
+            rows.append(("simulation SNR", _fmt(art.truth.snr)))
+    if art.ensemble is not None:
+        k, n_atoms, _ = art.ensemble.coords.shape
+        rows.append(("ensemble", f"{k} models × {n_atoms:,} atoms"))
+    body = (
+        _table(rows, ("property", "value"))
+        if rows
+        else _not_run(
+            "no particles.star or latents", "atomicspi fit PARTICLES --structure REF --out RUN"
+        )
+    )
+    if notes:
+        body += _note("Counts and optics " + ", ".join(notes) + ".")
+    if art.config:
+        cfg_rows = [(k, _leaf(v)) for k, v in _flatten(art.config).items()]
+        body += (
+            "<details><summary>Fit settings (config.toml)</summary>"
+            + _table(cfg_rows, ("setting", "value"))
+            + "</details>"
+        )
+    return Section("dataset", "Dataset", body, bool(rows))
+
+
+def _section_elbo(art: RunArtifacts) -> Section:
+    if art.loss is None:
+        return Section(
+            "elbo",
+            "Optimisation (ELBO)",
+            _not_run("no elbo.npy in the run", "atomicspi fit ... --out RUN"),
+            False,
+        )
+    fig = plots.elbo_figure(art.loss)
+    cap = (
+        "Loss is the negative evidence lower bound per step (lower is better); the right panel"
+        " zooms into the second half to show whether the fit has levelled off."
+    )
+    return Section("elbo", "Optimisation (ELBO)", _figure_html(fig, "ELBO trace", cap), True)
+
+
+def _section_latent(art: RunArtifacts) -> Section:
+    title = "Latent vs truth"
+    if art.latents is None:
+        return Section("latent", title, _not_run("no latents.npz", "atomicspi fit ..."), False)
+    if art.truth is None:
+        return Section(
+            "latent",
+            title,
+            _not_run(
+                "no ground truth (truth.npz) for this dataset",
+                "only simulated sets (atomicspi simulate) carry truth.npz",
+            ),
+            False,
+        )
+    fig, rhos = plots.latent_truth_figure(
+        art.latents.z_mean, art.latents.z_sd, art.truth.values, art.truth.name
+    )
+    rows = [(f"z{j + 1}", f"{r:+.3f}") for j, r in enumerate(rhos)]
+    body = _figure_html(
+        fig, "latent versus truth", "Each dot is one particle; bars are ± one posterior sd."
+    )
+    body += _table(rows, ("latent dimension", f"Spearman ρ vs {art.truth.name}"))
+    return Section("latent", title, body, True)
+
+
+def _rmsd_to_first(coords: np.ndarray) -> np.ndarray:
+    diff = coords - coords[:1]
+    return np.sqrt(np.mean(np.sum(diff**2, axis=-1), axis=-1))
+
+
+def _section_ensemble(art: RunArtifacts) -> Section:
+    title = "Ensemble snapshots"
+    if art.ensemble is None:
+        return Section("ensemble", title, _not_run("no ensemble.pdb", "atomicspi fit ..."), False)
+    ens = art.ensemble
+    elements = ens.elements if np.all(ens.elements != "") else None
+    snaps = render_snapshots(ens.coords, elements)
+    shown = snaps.model_index
+    rmsd = _rmsd_to_first(ens.coords[shown])
+    fig = plots.snapshots_figure(snaps, [ens.labels[i] for i in shown], rmsd)
+    cap = (
+        f"{len(shown)} of {ens.coords.shape[0]} models of <code>ensemble.pdb</code>, projected "
+        "along two principal axes of the mean structure (same frame for every model); bottom "
+        "row: difference to the first model (red = mass gained, blue = mass lost). RMSD is "
+        "to the first model, without superposition."
+    )
+    return Section("ensemble", title, _figure_html(fig, "ensemble projections", cap), True)
+
+
+def _section_landscape(art: RunArtifacts) -> Section:
+    title = "Free-energy landscape"
+    land = art.landscape
+    if land is None:
+        return Section(
+            "landscape", title, _not_run("no landscape/ folder", "atomicspi landscape RUN"), False
+        )
+    fig = plots.landscape_figure(
+        land.grid,
+        land.f_median,
+        land.f_lo,
+        land.f_hi,
+        f_true=land.f_true,
+        band_label=land.band_label,
+    )
+    body = _figure_html(
+        fig,
+        "free-energy landscape",
+        f"From <code>{_esc(Path(land.source).name)}</code>; the shaded band is "
+        "the credible band of F from the posterior over populations.",
+    )
+    if land.f_lo is None:
+        body += _note("The landscape file has no band columns: only the median is shown.")
+    if land.states is not None:
+        body += "<h3>States</h3>" + _json_table(land.states)
+    return Section("landscape", title, body, True)
+
+
+def _section_kinetics(art: RunArtifacts) -> Section:
+    title = "Kinetics"
+    if art.kinetics is None:
+        return Section(
+            "kinetics",
+            title,
+            _not_run("no kinetics/kinetics.json", "atomicspi kinetics RUN"),
+            False,
+        )
+    body = _json_table(art.kinetics)
+    for png in art.figures.get("kinetics", []):
+        body += (
+            f"<figure>{_img(png.read_bytes(), png.stem)}<figcaption>"
+            f"{_esc(png.name)}</figcaption></figure>"
+        )
+    return Section("kinetics", title, body, True)
+
+
+def _section_calibration(art: RunArtifacts) -> Section:
+    title = "Calibration (SBC)"
+    cal = art.calibration
+    pngs = art.figures.get("calibration", [])
+    if cal is None and not pngs:
+        return Section(
+            "calibration",
+            title,
+            _not_run("no calibration/ results", "atomicspi calibrate RUN --n 1000"),
+            False,
+        )
+    body = ""
+    if cal is not None:
+        n_tests = int(cal.ranks.shape[0]) if cal.ranks is not None else None
+        if cal.ranks is not None and cal.n_draws:
+            fig = plots.rank_histogram_figure(cal.ranks, cal.n_draws)
+            body += _figure_html(
+                fig,
+                "SBC rank histograms",
+                "Ranks of the true latent among posterior draws: flat when "
+                "the posterior is calibrated, ∪-shaped when too narrow, "
+                "∩-shaped when too wide.",
+            )
+        if cal.coverage:
+            fig = plots.coverage_figure(cal.coverage, n_tests)
+            body += _figure_html(fig, "interval coverage")
+        if cal.summary:
+            body += _table([(k, _leaf(v)) for k, v in cal.summary.items()], ("quantity", "value"))
+    for png in pngs:
+        body += (
+            f"<figure>{_img(png.read_bytes(), png.stem)}<figcaption>"
+            f"{_esc(png.name)}</figcaption></figure>"
+        )
+    return Section("calibration", title, body, True)
+
+
+def _section_diagnostics(art: RunArtifacts) -> Section:
+    title = "Diagnostics"
+    pngs = art.figures.get("diagnostics", [])
+    if not art.diagnostics and not pngs:
+        return Section(
+            "diagnostics",
+            title,
+            _not_run("no diagnostics/ results", "atomicspi diagnose RUN"),
+            False,
+        )
+    body = ""
+    for name, content in art.diagnostics.items():
+        body += f"<h3>{_esc(name)}</h3>"
+        if isinstance(content, tuple):
+            header, rows = content
+            body += _table([tuple(r) for r in rows[:50]], tuple(header))
+            if len(rows) > 50:
+                body += _note(f"first 50 of {len(rows)} rows shown")
+        else:
+            body += _json_table(content)
+    for png in pngs:
+        body += (
+            f"<figure>{_img(png.read_bytes(), png.stem)}<figcaption>"
+            f"{_esc(png.name)}</figcaption></figure>"
+        )
+    return Section("diagnostics", title, body, True)
+
+
+def _section_files(art: RunArtifacts) -> Section:
+    rows = [(name, f"{size / 1024:,.1f} KiB") for name, size in art.files]
+    return Section("files", "Run files", _table(rows, ("file", "size")), True)
+
+
+SECTIONS: tuple[Callable[[RunArtifacts], Section], ...] = (
+    _section_dataset,
+    _section_elbo,
+    _section_latent,
+    _section_ensemble,
+    _section_landscape,
+    _section_kinetics,
+    _section_calibration,
+    _section_diagnostics,
+    _section_files,
+)
+
+_CSS = """
+:root { --fg:#1d2330; --muted:#5b6472; --line:#e2e6ec; --accent:#1f5fa8; --bg:#f6f7f9; }
+* { box-sizing: border-box; }
+body { margin:0; background:var(--bg); color:var(--fg);
+  font:15px/1.5 -apple-system, "Segoe UI", Roboto, "Helvetica Neue", Arial, sans-serif; }
+header { background:#fff; border-bottom:1px solid var(--line); padding:18px 0 10px; }
+.wrap { max-width:1120px; margin:0 auto; padding:0 24px; }
+h1 { font-size:22px; margin:0 0 4px; }
+.meta { color:var(--muted); font-size:13px; }
+nav { margin-top:10px; display:flex; flex-wrap:wrap; gap:6px; }
+nav a { font-size:13px; text-decoration:none; color:var(--fg); border:1px solid var(--line);
+  border-radius:14px; padding:2px 10px; background:#fff; }
+nav a.ok::before { content:"● "; color:#2e8b57; }
+nav a.off { color:var(--muted); }
+nav a.off::before { content:"○ "; }
+section { background:#fff; border:1px solid var(--line); border-radius:8px;
+  margin:18px 0; padding:14px 20px 18px; }
+h2 { font-size:18px; margin:4px 0 12px; }
+h2 .badge { font-size:11px; font-weight:600; vertical-align:middle; margin-left:8px;
+  padding:1px 8px; border-radius:10px; background:#eef0f3; color:var(--muted); }
+h3 { font-size:15px; margin:16px 0 6px; }
+figure { margin:8px 0 14px; }
+figure img { max-width:100%; height:auto; display:block; }
+figcaption, .note { color:var(--muted); font-size:13px; margin-top:4px; }
+.missing { color:var(--muted); font-style:italic; }
+table { border-collapse:collapse; font-size:13px; margin:6px 0 10px; min-width:40%; }
+th, td { border-bottom:1px solid var(--line); padding:4px 12px 4px 0; text-align:left;
+  vertical-align:top; }
+th { font-weight:600; color:var(--muted); }
+tbody tr:nth-child(even) td { background:#fafbfc; }
+td:last-child { font-variant-numeric: tabular-nums; }
+code { background:#eef0f3; border-radius:4px; padding:0 4px; font-size:12.5px; }
+details summary { cursor:pointer; color:var(--accent); font-size:13px; margin-top:6px; }
+footer { color:var(--muted); font-size:12px; padding:10px 0 30px; }
+"""
+
+
+def render_report(artifacts: RunArtifacts) -> str:
+    """The report of a scanned run as one HTML string (self-contained, no scripts)."""
+    from atomicspi_bayes import __version__
+
+    sections = [build(artifacts) for build in SECTIONS]
+    nav = "".join(
+        f'<a class="{"ok" if s.ran else "off"}" href="#{s.anchor}">{_esc(s.title)}</a>'
+        for s in sections
+    )
+    parts = []
+    for s in sections:
+        badge = "" if s.ran else '<span class="badge">not run</span>'
+        parts.append(f'<section id="{s.anchor}"><h2>{_esc(s.title)}{badge}</h2>{s.body}</section>')
+    missing = [s.title for s in sections if not s.ran]
+    stamp = _dt.datetime.now(_dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
+    run_name = artifacts.run_dir.resolve().name
+    return (
+        '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
+        '<meta name="viewport" content="width=device-width, initial-scale=1">'
+        f"<title>atomicspi report: {_esc(run_name)}</title><style>{_CSS}</style></head><body>"
+        f'<header><div class="wrap"><h1>atomicspi report: {_esc(run_name)}</h1>'
+        f'<div class="meta">{_esc(artifacts.run_dir.resolve())} · generated {stamp} · '
+        f"atomicspi-bayes {_esc(__version__)}"
+        + (f" · not run: {_esc(', '.join(missing))}" if missing else "")
+        + f"</div><nav>{nav}</nav></div></header>"
+        f'<main class="wrap">{"".join(parts)}</main>'
+        '<footer class="wrap">Self-contained report: every figure is embedded; no network '
+        "access, no scripts.</footer></body></html>\n"
+    )
+
+
+def write_report(run_dir: str | Path, out: str | Path | None = None) -> Path:
+    """Write the HTML report of a run, atomically (temp file + rename).
+
+    Args:
+        run_dir: folder written by ``atomicspi fit`` (plus any landscape/, kinetics/,
+            calibration/, diagnostics/ folders written by later commands).
+        out: output path; default ``run_dir/report.html``.
+
+    Returns:
+        The path of the written report.
+
+    Raises:
+        InputFormatError: no fit output in ``run_dir``, or a present file is unreadable.
+        ConfigError: the folder of ``out`` does not exist.
+    """
+    out = Path(out) if out is not None else Path(run_dir) / "report.html"
+    artifacts = scan_run(run_dir)
+    if not out.parent.is_dir():
+        raise ConfigError(f"{out}: folder {out.parent} does not exist; create it or change --out")
+    text = render_report(artifacts)
+    fd, tmp = tempfile.mkstemp(prefix=".report-", suffix=".html.tmp", dir=out.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, out)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    log.info("wrote %s (%.1f KiB)", out, out.stat().st_size / 1024)
+    return out

@@ -1,0 +1,338 @@
+"""Report figures as :class:`matplotlib.figure.Figure` objects (no pyplot global state).
+
+Every function takes plain arrays, returns a new figure with labelled axes (units in the
+labels), and never touches files; :func:`figure_png` turns a figure into PNG bytes.
+"""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
+from scipy import stats
+
+from atomicspi_bayes.report.snapshots import SnapshotImages
+
+_BLUE = "#1f5fa8"
+_LIGHT = "#9bbbe0"
+_RED = "#c0392b"
+_GREY = "#555555"
+
+
+def _figure(width: float, height: float) -> Figure:
+    fig = Figure(figsize=(width, height), dpi=100, layout="constrained")
+    fig.patch.set_facecolor("white")
+    return fig
+
+
+def _tidy(ax, *, grid: bool = True) -> None:
+    ax.spines[["top", "right"]].set_visible(False)
+    ax.tick_params(labelsize=9)
+    if grid:
+        ax.grid(True, color="#e4e4e4", linewidth=0.7)
+        ax.set_axisbelow(True)
+
+
+def figure_png(fig: Figure, dpi: int = 110) -> bytes:
+    """Render a figure to PNG bytes (Agg), white background."""
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=dpi, facecolor="white")
+    return buf.getvalue()
+
+
+def running_mean(x: np.ndarray, window: int) -> np.ndarray:
+    """Trailing running mean of ``x`` (same length; the first points average what exists)."""
+    x = np.asarray(x, dtype=np.float64)
+    window = max(1, int(window))
+    c = np.cumsum(np.insert(x, 0, 0.0))
+    idx = np.arange(1, x.size + 1)
+    lo = np.maximum(idx - window, 0)
+    return (c[idx] - c[lo]) / (idx - lo)
+
+
+def spearman_rho(x: np.ndarray, y: np.ndarray) -> float:
+    """Spearman rank correlation of two ``(N,)`` arrays (NaN when undefined)."""
+    x, y = np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64)
+    ok = np.isfinite(x) & np.isfinite(y)
+    if ok.sum() < 3 or np.ptp(x[ok]) == 0 or np.ptp(y[ok]) == 0:
+        return float("nan")
+    return float(stats.spearmanr(x[ok], y[ok]).statistic)
+
+
+def elbo_figure(loss: np.ndarray) -> Figure:
+    """Loss (negative ELBO) per optimisation step: full trace and the last half, smoothed.
+
+    Args:
+        loss: ``(T,)`` loss per step in nats (non-finite steps are skipped and counted).
+    """
+    loss = np.asarray(loss, dtype=np.float64).reshape(-1)
+    steps = np.arange(loss.size)
+    ok = np.isfinite(loss)
+    fig = _figure(10.0, 3.4)
+    ax_full, ax_tail = fig.subplots(1, 2)
+    x, y = steps[ok], loss[ok]
+    smooth = running_mean(y, max(1, y.size // 50)) if y.size else y
+    ax_full.plot(x, y, color=_LIGHT, linewidth=0.8, label="per step")
+    ax_full.plot(x, smooth, color=_BLUE, linewidth=1.8, label="running mean")
+    if y.size and np.all(y > 0) and y.max() / max(y.min(), 1e-300) > 100:
+        ax_full.set_yscale("log")
+    ax_full.set_xlabel("optimisation step")
+    ax_full.set_ylabel("loss = −ELBO (nats)")
+    ax_full.set_title("whole run", fontsize=10)
+    ax_full.legend(fontsize=8, frameon=False)
+    half = x.size // 2
+    xt, yt, st = x[half:], y[half:], smooth[half:]
+    ax_tail.plot(xt, yt, color=_LIGHT, linewidth=0.8)
+    ax_tail.plot(xt, st, color=_BLUE, linewidth=1.8)
+    if yt.size:
+        lo, hi = np.percentile(yt, [1, 99])
+        pad = 0.1 * (hi - lo) if hi > lo else 1.0
+        ax_tail.set_ylim(lo - pad, hi + pad)
+        ax_tail.set_title(f"second half (final running mean {st[-1]:.4g} nats)", fontsize=10)
+    ax_tail.set_xlabel("optimisation step")
+    ax_tail.set_ylabel("loss (nats)")
+    for ax in (ax_full, ax_tail):
+        _tidy(ax)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True, nbins=6))
+    bad = int((~ok).sum())
+    fig.suptitle(
+        f"Optimisation: {loss.size:,} steps" + (f" ({bad} non-finite skipped)" if bad else ""),
+        fontsize=11,
+    )
+    return fig
+
+
+def latent_truth_figure(
+    z_mean: np.ndarray,
+    z_sd: np.ndarray | None,
+    truth: np.ndarray,
+    truth_name: str,
+    *,
+    max_dims: int = 3,
+    max_error_bars: int = 400,
+) -> tuple[Figure, list[float]]:
+    """Posterior mean (± sd) of each latent dimension against the true coordinate.
+
+    Args:
+        z_mean: ``(N, D)`` posterior means.
+        z_sd: ``(N, D)`` posterior sds or ``None``.
+        truth: ``(N,)`` true coordinate (``path_position`` in 0..1 or ``frame_index``).
+        truth_name: which truth it is (sets the x label).
+        max_dims: panels for at most this many latent dimensions.
+        max_error_bars: error bars on an evenly spaced subset of this many particles.
+
+    Returns:
+        The figure and the Spearman rho of every latent dimension (all D, not just shown).
+    """
+    z_mean = np.asarray(z_mean, dtype=np.float64)
+    truth = np.asarray(truth, dtype=np.float64)
+    n, d = z_mean.shape
+    rhos = [spearman_rho(truth, z_mean[:, j]) for j in range(d)]
+    shown = min(d, max_dims)
+    fig = _figure(min(4.2 * shown + 0.6, 13.0), 3.8)
+    axes = np.atleast_1d(fig.subplots(1, shown))
+    xlabel = {
+        "path_position": "true position along the path (0 → 1)",
+        "frame_index": "true trajectory frame (index)",
+    }.get(truth_name, f"true {truth_name}")
+    sub = np.unique(np.linspace(0, n - 1, min(n, max_error_bars)).astype(int))
+    alpha = float(np.clip(30.0 / np.sqrt(n), 0.08, 0.7))
+    for j, ax in enumerate(axes):
+        if z_sd is not None:
+            ax.errorbar(
+                truth[sub],
+                z_mean[sub, j],
+                yerr=z_sd[sub, j],
+                fmt="none",
+                ecolor=_LIGHT,
+                elinewidth=0.6,
+                alpha=0.6,
+                zorder=1,
+            )
+        ax.scatter(truth, z_mean[:, j], s=7, color=_BLUE, alpha=alpha, linewidths=0, zorder=2)
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel(
+            f"latent z$_{j + 1}$ (posterior mean" + (" ± sd)" if z_sd is not None else ")")
+        )
+        ax.set_title(f"z$_{j + 1}$: Spearman ρ = {rhos[j]:+.3f}", fontsize=10)
+        _tidy(ax)
+    best = int(np.nanargmax(np.abs(rhos))) if np.any(np.isfinite(rhos)) else 0
+    fig.suptitle(
+        f"Latent vs truth, {n:,} particles (best |ρ| = {abs(rhos[best]):.3f} on z$_{best + 1}$;"
+        " the sign of a latent is arbitrary)",
+        fontsize=11,
+    )
+    return fig, rhos
+
+
+def landscape_figure(
+    grid: np.ndarray,
+    f_median: np.ndarray,
+    f_lo: np.ndarray | None = None,
+    f_hi: np.ndarray | None = None,
+    *,
+    f_true: np.ndarray | None = None,
+    band_label: str = "5–95 % credible band",
+    f_max_in_kt: float = 8.0,
+) -> Figure:
+    """Free energy F(z) in kT with its shaded credible band (and the truth when known).
+
+    Args:
+        grid: ``(G,)`` latent coordinate.
+        f_median, f_lo, f_hi: ``(G,)`` F in kT (median, band edges); non-finite values
+            (empty bins) leave gaps.
+        f_true: ``(G,)`` true F in kT, or ``None``.
+        band_label: legend text of the band.
+        f_max_in_kt: y axis is cut at this height (edges of a landscape run to +inf).
+    """
+    grid = np.asarray(grid, dtype=np.float64)
+    fig = _figure(8.0, 4.0)
+    ax = fig.subplots()
+    if f_lo is not None and f_hi is not None:
+        lo, hi = np.asarray(f_lo, float), np.asarray(f_hi, float)
+        ok = np.isfinite(lo) & np.isfinite(hi)
+        ax.fill_between(
+            grid,
+            np.where(ok, lo, np.nan),
+            np.where(ok, hi, np.nan),
+            color=_LIGHT,
+            alpha=0.6,
+            linewidth=0,
+            label=band_label,
+        )
+    ax.plot(grid, f_median, color=_BLUE, linewidth=2.0, label="posterior median F")
+    if f_true is not None:
+        ax.plot(grid, f_true, color=_RED, linewidth=1.5, linestyle="--", label="true F")
+    finite = np.concatenate(
+        [np.asarray(a, float)[np.isfinite(a)] for a in (f_median, f_hi, f_true) if a is not None]
+    )
+    top = float(np.max(finite)) if finite.size else 1.0
+    cut = top > f_max_in_kt
+    ax.set_ylim(
+        min(-0.3, float(np.min(finite)) - 0.3) if finite.size else -0.3,
+        f_max_in_kt if cut else top + 0.5,
+    )
+    ax.set_xlim(grid.min(), grid.max())
+    ax.set_xlabel("latent coordinate z (latent units)")
+    ax.set_ylabel("free energy F (kT)")
+    ax.set_title(
+        "Free-energy landscape F(z) = −kT ln p(z), minimum at 0"
+        + (f" (axis cut at {f_max_in_kt:g} kT)" if cut else ""),
+        fontsize=11,
+    )
+    ax.legend(fontsize=9, frameon=False, loc="upper center", ncol=3)
+    _tidy(ax)
+    return fig
+
+
+def rank_histogram_figure(ranks: np.ndarray, n_draws: int, *, max_dims: int = 4) -> Figure:
+    """SBC rank histograms, one panel per latent dimension, with the uniform 99 % band.
+
+    Args:
+        ranks: ``(S, D)`` rank of the true value among ``n_draws`` posterior draws
+            (values in ``0..n_draws``; uniform when the posterior is calibrated).
+        n_draws: number of posterior draws per SBC test.
+    """
+    ranks = np.asarray(ranks, dtype=np.int64)
+    if ranks.ndim == 1:
+        ranks = ranks[:, None]
+    s, d = ranks.shape
+    shown = min(d, max_dims)
+    n_bins = int(np.clip(s // 20, 4, 20))
+    edges = np.linspace(-0.5, n_draws + 0.5, n_bins + 1)
+    p_bin = 1.0 / n_bins
+    lo, hi = stats.binom.ppf([0.005, 0.995], s, p_bin)
+    fig = _figure(min(3.6 * shown + 0.6, 13.0), 3.3)
+    axes = np.atleast_1d(fig.subplots(1, shown, sharey=True))
+    for j, ax in enumerate(axes):
+        counts, _ = np.histogram(ranks[:, j], bins=edges)
+        p_value = float(stats.chisquare(counts).pvalue)
+        ax.axhspan(lo, hi, color="#dddddd", label="99 % band if uniform")
+        ax.axhline(s * p_bin, color=_GREY, linewidth=1.0)
+        ax.stairs(counts, edges, fill=True, color=_BLUE, alpha=0.85)
+        ax.set_xlabel(f"rank of true z$_{j + 1}$ (of {n_draws} draws)")
+        ax.set_title(f"z$_{j + 1}$: χ² uniformity p = {p_value:.3f}", fontsize=10)
+        _tidy(ax, grid=False)
+    axes[0].set_ylabel("SBC tests per bin")
+    axes[0].legend(fontsize=8, frameon=False, loc="lower center")
+    fig.suptitle(f"Simulation-based calibration: rank histograms ({s:,} tests)", fontsize=11)
+    return fig
+
+
+def coverage_figure(coverage: dict[float, float], n_tests: int | None = None) -> Figure:
+    """Empirical vs nominal coverage of central credible intervals (diagonal = calibrated).
+
+    Args:
+        coverage: ``{nominal level in 0..1: empirical fraction covered}``.
+        n_tests: number of tests behind each fraction, for a 95 % binomial band.
+    """
+    levels = np.array(sorted(coverage))
+    emp = np.array([coverage[k] for k in levels])
+    fig = _figure(4.2, 4.0)
+    ax = fig.subplots()
+    ref = np.linspace(0, 1, 101)
+    if n_tests:
+        lo = stats.binom.ppf(0.025, n_tests, ref) / n_tests
+        hi = stats.binom.ppf(0.975, n_tests, ref) / n_tests
+        ax.fill_between(
+            ref, lo, hi, color="#dddddd", linewidth=0, label=f"95 % band, {n_tests:,} tests"
+        )
+    ax.plot([0, 1], [0, 1], color=_GREY, linewidth=1.0, linestyle="--", label="calibrated")
+    ax.plot(levels, emp, "o-", color=_BLUE, label="empirical")
+    for lev, e in zip(levels, emp, strict=True):
+        ax.annotate(f"{e:.2f}", (lev, e), textcoords="offset points", xytext=(6, -10), fontsize=8)
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1)
+    ax.set_aspect("equal")
+    ax.set_xlabel("nominal interval level")
+    ax.set_ylabel("fraction of true values inside")
+    ax.set_title("Credible-interval coverage", fontsize=11)
+    ax.legend(fontsize=8, frameon=False, loc="upper left")
+    _tidy(ax)
+    return fig
+
+
+def snapshots_figure(
+    snaps: SnapshotImages, labels: list[str], rmsd_in_angstroms: np.ndarray | None = None
+) -> Figure:
+    """Grid of projections: one column per model, one row per view, plus a difference row.
+
+    Args:
+        snaps: rendered projections (see :func:`render_snapshots`).
+        labels: ``(K,)`` caption of each shown model.
+        rmsd_in_angstroms: ``(K,)`` RMSD of each shown model to the first one, or ``None``.
+    """
+    v, k, box, _ = snaps.images.shape
+    rows = v + (1 if k > 1 else 0)
+    fig = _figure(min(1.9 * k + 1.2, 14.0), 1.9 * rows + 0.6)
+    axes = np.asarray(fig.subplots(rows, k, squeeze=False))
+    extent_half = box * snaps.pixel_size / 2
+    ext = (-extent_half, extent_half, -extent_half, extent_half)
+    for r in range(v):
+        vmax = float(snaps.images[r].max()) or 1.0
+        for c in range(k):
+            axes[r, c].imshow(snaps.images[r, c], cmap="gray_r", vmin=0, vmax=vmax, extent=ext)
+    if k > 1:
+        diff = snaps.images[0] - snaps.images[0, :1]
+        lim = float(np.abs(diff).max()) or 1.0
+        for c in range(k):
+            axes[v, c].imshow(diff[c], cmap="RdBu_r", vmin=-lim, vmax=lim, extent=ext)
+    for c in range(k):
+        title = labels[c]
+        if rmsd_in_angstroms is not None:
+            title += f"\nRMSD {rmsd_in_angstroms[c]:.1f} Å"
+        axes[0, c].set_title(title, fontsize=9)
+    row_names = [*snaps.view_labels, "face view − first model"][:rows]
+    for r in range(rows):
+        axes[r, 0].set_ylabel(row_names[r], fontsize=8)
+        for c in range(k):
+            axes[r, c].set_xticks([])
+            axes[r, c].set_yticks([])
+    bar = 20.0 if extent_half > 25 else 10.0
+    x0, y0 = -extent_half * 0.9, -extent_half * 0.85
+    axes[0, 0].plot([x0, x0 + bar], [y0, y0], color=_RED, linewidth=2.5)
+    axes[0, 0].text(x0, y0 + extent_half * 0.06, f"{bar:g} Å", color=_RED, fontsize=8)
+    fig.suptitle("Ensemble along the latent: projected density (darker = more mass)", fontsize=11)
+    return fig

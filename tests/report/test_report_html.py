@@ -1,0 +1,196 @@
+"""write_report on synthetic run directories: sections, embedded PNGs, missing parts, errors."""
+
+from __future__ import annotations
+
+import base64
+import re
+import sys
+
+import numpy as np
+import pytest
+from report_fake_run import write_fake_run
+from scipy import stats
+
+from atomicspi_bayes.errors import ConfigError, InputFormatError
+from atomicspi_bayes.report import scan_run, write_report
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+SECTIONS = {
+    "dataset": "Dataset",
+    "elbo": "Optimisation (ELBO)",
+    "latent": "Latent vs truth",
+    "ensemble": "Ensemble snapshots",
+    "landscape": "Free-energy landscape",
+    "kinetics": "Kinetics",
+    "calibration": "Calibration (SBC)",
+    "diagnostics": "Diagnostics",
+    "files": "Run files",
+}
+IMG = re.compile(r'<img src="data:image/png;base64,([A-Za-z0-9+/=]+)"')
+
+
+def _pngs(text: str) -> list[bytes]:
+    return [base64.b64decode(m, validate=True) for m in IMG.findall(text)]
+
+
+def _section(text: str, anchor: str) -> str:
+    match = re.search(rf'<section id="{anchor}">(.*?)</section>', text, re.S)
+    assert match, f"section {anchor} missing"
+    return match.group(1)
+
+
+def test_full_report_has_every_section_with_content(full_report):
+    path, text = full_report
+    assert path.name == "report.html"
+    for anchor, title in SECTIONS.items():
+        body = _section(text, anchor)
+        assert title in body
+        assert "not run" not in body, anchor
+    for anchor in ("elbo", "latent", "ensemble", "landscape", "calibration", "diagnostics"):
+        assert _pngs(_section(text, anchor)), f"no figure in {anchor}"
+
+
+def test_embedded_pngs_are_valid_images(full_report):
+    _, text = full_report
+    pngs = _pngs(text)
+    # elbo, latent, ensemble, landscape, rank histograms, coverage, diagnostics' own PNG
+    assert len(pngs) == 7
+    for png in pngs:
+        assert png[:8] == PNG_MAGIC
+        width, height = np.frombuffer(png[16:24], dtype=">u4")
+        assert 200 <= width <= 2000 and 150 <= height <= 2000
+
+
+def test_report_is_self_contained(full_report):
+    _, text = full_report
+    assert "<script" not in text.lower()
+    assert not re.search(r"""(src|href)\s*=\s*["']?(https?:)?//""", text)
+    assert "@import" not in text and "url(" not in text
+    # every href is an in-page anchor
+    assert all(h.startswith("#") for h in re.findall(r'href="([^"]*)"', text))
+
+
+def test_report_numbers_come_from_the_run(full_run, full_report):
+    _, text = full_report
+    lat = np.load(full_run / "latents.npz")
+    truth = np.load(full_run / "truth.npz")["path_position"][lat["particle_index"]]
+    rho = stats.spearmanr(truth, lat["z_mean"][:, 0]).statistic
+    assert rho < -0.8  # the fake latent runs against the path
+    assert f"{rho:+.3f}" in _section(text, "latent")
+    assert "360" in _section(text, "dataset")  # particles in particles.star
+    assert "64 px" in _section(text, "dataset") and "1.5 Å" in _section(text, "dataset")
+    kin = _section(text, "kinetics")
+    assert "41.2 [33, 52.9]" in kin  # MFPT median [5 %, 95 %]
+    assert "0.58 [0.52, 0.64]" in _section(text, "landscape")  # state population
+    assert "5 of 5 models" in _section(text, "ensemble")
+    # REMARK lines naming z caption the ensemble panels
+    assert scan_run(full_run).ensemble.labels == [
+        "z = +1.00",
+        "z = +0.50",
+        "z = +0.00",
+        "z = -0.50",
+        "z = -1.00",
+    ]
+
+
+def test_only_elbo_marks_everything_else_not_run(tmp_path):
+    run = write_fake_run(tmp_path / "run", ("elbo",))
+    text = write_report(run).read_text()
+    assert _pngs(_section(text, "elbo"))
+    for anchor in ("latent", "ensemble", "landscape", "kinetics", "calibration", "diagnostics"):
+        body = _section(text, anchor)
+        assert "not run" in body and "Not run" in body, anchor
+        assert not _pngs(body)
+    assert "atomicspi landscape RUN" in _section(text, "landscape")
+    assert "atomicspi kinetics RUN" in _section(text, "kinetics")
+
+
+def test_latents_without_truth_skip_the_truth_plot(tmp_path):
+    run = write_fake_run(tmp_path / "run", ("latents", "ensemble"))
+    text = write_report(run).read_text()
+    assert "no ground truth" in _section(text, "latent")
+    assert _pngs(_section(text, "ensemble"))
+
+
+def test_run_without_fit_output_is_input_format_error(tmp_path):
+    run = write_fake_run(tmp_path / "run", ("star", "config", "landscape"))
+    with pytest.raises(InputFormatError, match="no fit output"):
+        write_report(run)
+    assert not (run / "report.html").exists()
+    with pytest.raises(InputFormatError, match="not a directory"):
+        write_report(tmp_path / "missing")
+
+
+@pytest.mark.parametrize(
+    ("name", "content", "match"),
+    [
+        ("latents.npz", b"PK\x03\x04 truncated", "latents.npz"),
+        ("elbo.npy", b"\x93NUMPY junk", "elbo.npy"),
+        ("kinetics/kinetics.json", b"{not json", "kinetics.json"),
+        ("landscape/landscape.csv", b"grid,width\n0,1\n", "needs a grid column and an F"),
+        ("ensemble.pdb", b"HEADER nothing here\n", "no ATOM records"),
+    ],
+)
+def test_broken_part_fails_and_keeps_old_report(tmp_path, name, content, match):
+    run = write_fake_run(tmp_path / "run", ("elbo", "latents", "truth", "landscape", "kinetics"))
+    (run / "report.html").write_text("old report")
+    (run / name).parent.mkdir(exist_ok=True)
+    (run / name).write_bytes(content)
+    with pytest.raises(InputFormatError, match=re.escape(match)):
+        write_report(run)
+    assert (run / "report.html").read_text() == "old report"
+    assert not list(run.glob(".report-*"))  # no temp file left behind
+
+
+def test_truth_that_does_not_match_latents_is_an_error(tmp_path):
+    run = write_fake_run(tmp_path / "run", ("latents", "truth"))
+    np.savez(run / "truth.npz", path_position=np.linspace(0, 1, 10))
+    with pytest.raises(InputFormatError, match=r"truth\.npz"):
+        scan_run(run)
+
+
+def test_missing_output_folder_is_config_error(tmp_path):
+    run = write_fake_run(tmp_path / "run", ("elbo",))
+    with pytest.raises(ConfigError, match="does not exist"):
+        write_report(run, tmp_path / "nope" / "r.html")
+
+
+def test_reads_ensemble_written_by_io(tmp_path):
+    from MDAnalysisTests.datafiles import PSF, PDB_small
+
+    from atomicspi_bayes.io import load_structure, write_multimodel_pdb
+
+    model = load_structure(PDB_small, topology=PSF)
+    shift = np.array([0.0, 0.0, 5.0], dtype=np.float32)
+    coords = np.stack([model.coords, model.coords + shift, model.coords + 2 * shift])
+    run = tmp_path / "run"
+    run.mkdir()
+    write_multimodel_pdb(run / "ensemble.pdb", model, coords)
+    art = scan_run(run)
+    assert art.ensemble.coords.shape == (3, model.n_atoms, 3)
+    np.testing.assert_allclose(art.ensemble.coords, coords, atol=1e-3)
+    np.testing.assert_array_equal(art.ensemble.elements, model.elements)
+    text = write_report(run).read_text()
+    assert _pngs(_section(text, "ensemble"))
+
+
+def _run_cli(monkeypatch, *args: str) -> int:
+    from atomicspi_bayes import cli
+
+    monkeypatch.setattr(sys, "argv", ["atomicspi", *args])
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main()
+    return exit_info.value.code
+
+
+def test_cli_report_exit_codes(tmp_path, monkeypatch, capsys):
+    run = write_fake_run(tmp_path / "run", ("elbo", "latents"))
+    assert _run_cli(monkeypatch, "report", str(run)) == 0
+    assert (run / "report.html").is_file()
+    assert "report.html" in capsys.readouterr().out
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert _run_cli(monkeypatch, "report", str(empty)) == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and "no fit output" in lines[0] and str(empty) in lines[0]
+    assert not (empty / "report.html").exists()
