@@ -176,8 +176,10 @@ def read_mrc_header(path: str | os.PathLike) -> MrcHeader:
     cella = h["cella"]
     m = (int(h["mx"]), int(h["my"]), int(h["mz"]))
     cell = (float(cella["x"]), float(cella["y"]), float(cella["z"]))
-    voxel = tuple(c / mi if mi > 0 and np.isfinite(c) and c > 0 else np.nan
-                  for c, mi in zip(cell, m, strict=True))  # fmt: skip
+    voxel = tuple(
+        c / mi if mi > 0 and np.isfinite(c) and c > 0 else np.nan
+        for c, mi in zip(cell, m, strict=True)
+    )
     return MrcHeader(
         path=str(p),
         nx=nx,
