@@ -23,7 +23,7 @@ from dataclasses import dataclass
 import jax.numpy as jnp
 import numpy as np
 
-from atomicspi_bayes.errors import InputFormatError
+from atomicspi_bayes.physics.scattering import bead_gaussians, peng_gaussians
 from atomicspi_bayes.structure.atomic_model import AtomicModel
 from atomicspi_bayes.structure.graph import ca_trace
 
@@ -71,41 +71,6 @@ class BeadModel:
         return nodes + jnp.asarray(self.offsets, dtype=nodes.dtype)
 
 
-def _peng_gaussians(elements: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """``(N, 5)`` Peng a (Å) and b (Å²) from gemmi's ``c4322`` table."""
-    # TODO(struct): switch to physics.scattering.peng_gaussians once committed.
-    import gemmi
-
-    table: dict[str, tuple[list[float], list[float]]] = {}
-    for sym in np.unique(elements):
-        el = gemmi.Element(str(sym))
-        if el.atomic_number == 0:
-            raise InputFormatError(f"unknown element symbol {sym!r}: no Peng scattering factors")
-        table[str(sym)] = (list(el.c4322.a), list(el.c4322.b))
-    a = np.array([table[str(s)][0] for s in elements], dtype=np.float64)
-    b = np.array([table[str(s)][1] for s in elements], dtype=np.float64)
-    return a, b
-
-
-def _bead_gaussians(
-    a: np.ndarray, b: np.ndarray, coords: np.ndarray, groups: np.ndarray, n_groups: int
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Centroids ``(G, 3)``, amplitudes and widths ``(G, 5)`` of atoms grouped into beads."""
-    # TODO(struct): switch to physics.scattering.bead_gaussians once committed.
-    f0 = a.sum(axis=1)
-    w = np.zeros(n_groups)
-    np.add.at(w, groups, f0)
-    centre = np.zeros((n_groups, 3))
-    np.add.at(centre, groups, f0[:, None] * coords)
-    centre /= w[:, None]
-    spread = (8.0 * np.pi**2 / 3.0) * np.sum((coords - centre[groups]) ** 2, axis=1)
-    amp = np.zeros((n_groups, a.shape[1]))
-    np.add.at(amp, groups, a)
-    width = np.zeros_like(amp)
-    np.add.at(width, groups, a * (b + spread[:, None]))
-    return centre, amp, width / amp
-
-
 def coarse_grain(model: AtomicModel) -> BeadModel:
     """One bead per protein residue: node on the Cα, scattering Gaussian at the centroid.
 
@@ -121,9 +86,10 @@ def coarse_grain(model: AtomicModel) -> BeadModel:
     if not keep.all():
         logger.info("coarse_grain drops %d atoms in residues without CA", int((~keep).sum()))
     coords = np.asarray(model.coords, dtype=np.float64)
-    a, b = _peng_gaussians(np.asarray(model.elements)[keep])
-    centre, a_bead, b_bead = _bead_gaussians(
-        a, b, coords[keep], atom_to_bead[keep], trace.n_residues
+    a, b = peng_gaussians(np.asarray(model.elements)[keep])
+    centre, a_bead, b_bead = (
+        np.asarray(v, dtype=np.float64)
+        for v in bead_gaussians(a, b, coords[keep], atom_to_bead[keep], trace.n_residues)
     )
     return BeadModel(
         coords=trace.coords.astype(np.float32),

@@ -1,4 +1,3 @@
-import gemmi
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -13,6 +12,9 @@ from atomicspi_bayes.structure import (
 
 
 def _peng(elements):
+    # Independent of physics.scattering: gemmi's Peng (c4322) table directly.
+    import gemmi
+
     a = np.array([gemmi.Element(e).c4322.a for e in elements], dtype=np.float64)
     b = np.array([gemmi.Element(e).c4322.b for e in elements], dtype=np.float64)
     return a, b

@@ -41,7 +41,7 @@ def test_jit_vmap_and_gradients(modes_1orc):
         def loss(a, r):
             return jnp.sum(jnp.sin(deform(x64, v64, a, r)))
 
-        check_grads(loss, (0.5 * jnp.ones(8), 0.1 * jnp.ones((64, 3))), order=2)
+        check_grads(loss, (0.5 * jnp.ones(8), 0.1 * jnp.ones((64, 3))), order=1, modes=["rev"])
 
     a = 0.5 * jnp.ones(8)
     batched = jax.jit(jax.vmap(lambda a: deform(x0, vecs, a)))(jnp.ones((4, 8)))
