@@ -10,6 +10,12 @@ see SCIENCE.md §3, §5):
 - ``write_star(path, metadata, extra_columns: dict[str, (N,) | (N, D) array] | None = None)``:
   RELION 3.1 (optics + particles), atomic
 - ``subset_metadata(metadata, indices) -> ParticleMetadata``
+- ``ParticleDataset(metadata, subset=None, *, max_open_stacks=64)``: ``len()``, ``box_size``,
+  ``pixel_size``, ``metadata`` (CTF/pose arrays in dataset order), ``particle_index``,
+  ``images(indices) -> (B, L, L) float32``, ``epoch_order(seed, epoch) -> (N,)``,
+  ``batch_indices(seed, batch_size, step) -> (B,)`` (drop_last), ``steps_per_epoch(B)``,
+  ``iter_batches(seed, batch_size, start_step=0, stop_step=None)`` -> (step, idx, images),
+  ``find_bad_images(chunk_size=1024) -> BadImages``, ``without(positions)``, ``close()``
 - ``open_stack(path) -> ImageStack``: lazy memory-mapped ``(N, L, L)``; ``stack[idx]`` gives
   float32 arrays; ``.pixel_size`` (Å, header CELLA/MX, or None), ``.box_size``, ``len()``
 - ``write_stack(path, images (N, L, L), pixel_size)``: mode-2 MRC, atomic
@@ -25,6 +31,7 @@ see SCIENCE.md §3, §5):
 
 from atomicspi_bayes.io.cryodrgn import cryodrgn_ctf, cryodrgn_poses, load_cryodrgn_pickle
 from atomicspi_bayes.io.cryosparc import read_cryosparc
+from atomicspi_bayes.io.dataset import BadImages, ParticleDataset
 from atomicspi_bayes.io.metadata import ParticleMetadata
 from atomicspi_bayes.io.mrc import (
     ImageStack,
@@ -39,8 +46,10 @@ from atomicspi_bayes.io.star import read_star, write_star
 from atomicspi_bayes.io.structures import load_structure, load_trajectory, write_multimodel_pdb
 
 __all__ = [
+    "BadImages",
     "ImageStack",
     "MrcHeader",
+    "ParticleDataset",
     "ParticleMetadata",
     "cryodrgn_ctf",
     "cryodrgn_poses",
