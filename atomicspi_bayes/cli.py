@@ -69,5 +69,34 @@ def report(
     console.print(f"report: {path}")
 
 
+# ---- inspect --------------------------------------------------------------------------
+
+
+@app.command()
+def inspect(
+    path: Path = typer.Argument(..., help="Particles (.star/.cs), images (.mrc/.mrcs) or model."),
+    as_json: bool = typer.Option(False, "--json", help="Print exactly one JSON object."),
+    allow_outside_paths: bool = typer.Option(
+        False, "--allow-outside-paths", help="Accept image paths outside the file's folder."
+    ),
+) -> None:
+    """Summarise a particle, image-stack or structure file."""
+    import json
+
+    from atomicspi_bayes.io.summary import summarize
+
+    info = summarize(path, allow_outside_paths=allow_outside_paths)
+    if as_json:
+        typer.echo(json.dumps(info))
+        return
+    from rich.table import Table
+
+    table = Table(title=f"{path} ({info['kind']})", show_header=False)
+    for key, value in info.items():
+        if key != "kind":
+            table.add_row(key.replace("_", " "), "unknown" if value is None else str(value))
+    console.print(table)
+
+
 if __name__ == "__main__":
     main()

@@ -27,43 +27,49 @@ see SCIENCE.md §3, §5):
 - ``write_multimodel_pdb(path, model, coords (K, N, 3) Å)``: MODEL/ENDMDL, atomic
 - ``load_cryodrgn_pickle(path, *, allow_pickle: bool)``: restricted unpickler (arrays only);
   ``cryodrgn_poses(obj, box_size, pixel_size)``, ``cryodrgn_ctf(arr)`` convert its contents
+- ``summarize(path, *, allow_outside_paths=False) -> dict``: what ``atomicspi inspect`` prints
 """
 
-from atomicspi_bayes.io.cryodrgn import cryodrgn_ctf, cryodrgn_poses, load_cryodrgn_pickle
-from atomicspi_bayes.io.cryosparc import read_cryosparc
-from atomicspi_bayes.io.dataset import BadImages, ParticleDataset
-from atomicspi_bayes.io.metadata import ParticleMetadata
-from atomicspi_bayes.io.mrc import (
-    ImageStack,
-    MrcHeader,
-    new_stack,
-    open_stack,
-    read_mrc_header,
-    write_stack,
-)
-from atomicspi_bayes.io.particles import read_particles, subset_metadata
-from atomicspi_bayes.io.star import read_star, write_star
-from atomicspi_bayes.io.structures import load_structure, load_trajectory, write_multimodel_pdb
+from __future__ import annotations
 
-__all__ = [
-    "BadImages",
-    "ImageStack",
-    "MrcHeader",
-    "ParticleDataset",
-    "ParticleMetadata",
-    "cryodrgn_ctf",
-    "cryodrgn_poses",
-    "load_cryodrgn_pickle",
-    "load_structure",
-    "load_trajectory",
-    "new_stack",
-    "open_stack",
-    "read_cryosparc",
-    "read_mrc_header",
-    "read_particles",
-    "read_star",
-    "subset_metadata",
-    "write_multimodel_pdb",
-    "write_stack",
-    "write_star",
-]
+import importlib
+
+# Submodules load on first use (PEP 562), so `atomicspi inspect x.mrcs` does not import JAX.
+_EXPORTS = {
+    "BadImages": "dataset",
+    "ParticleDataset": "dataset",
+    "ImageStack": "mrc",
+    "MrcHeader": "mrc",
+    "new_stack": "mrc",
+    "open_stack": "mrc",
+    "read_mrc_header": "mrc",
+    "write_stack": "mrc",
+    "ParticleMetadata": "metadata",
+    "cryodrgn_ctf": "cryodrgn",
+    "cryodrgn_poses": "cryodrgn",
+    "load_cryodrgn_pickle": "cryodrgn",
+    "read_cryosparc": "cryosparc",
+    "read_particles": "particles",
+    "subset_metadata": "particles",
+    "read_star": "star",
+    "write_star": "star",
+    "load_structure": "structures",
+    "load_trajectory": "structures",
+    "write_multimodel_pdb": "structures",
+    "summarize": "summary",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str):
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'atomicspi_bayes.io' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"atomicspi_bayes.io.{module}"), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))
