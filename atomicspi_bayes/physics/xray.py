@@ -56,6 +56,7 @@ __all__ = [
     "detector_arrays",
     "form_factors",
     "intensity",
+    "mean_patterns",
     "molecular_transform",
     "pixel_mask",
     "poisson_loglik",
@@ -466,10 +467,10 @@ def _transform_parts(
     b_factor,
     pixel_chunk: int | None,
 ) -> tuple[jax.Array, jax.Array]:
-    k = jnp.asarray(k, dtype=jnp.float32)
-    coords = jnp.asarray(scatterers.coords, dtype=jnp.float32)
+    k = jnp.asarray(k)  # dtypes follow the inputs: float32 normally, float64 under x64
+    coords = jnp.asarray(scatterers.coords)
     if rotation is not None:
-        coords = jnp.matmul(coords, jnp.asarray(rotation, jnp.float32).T, precision=_HIGHEST)
+        coords = jnp.matmul(coords, jnp.asarray(rotation).T, precision=_HIGHEST)
     shape = k.shape[:-1]
     flat = k.reshape(-1, 3)
     n = flat.shape[0]
@@ -561,16 +562,18 @@ def poisson_loglik(
     Returns:
         ``(...)`` float32 log-likelihood of each pattern.
     """
-    n = jnp.asarray(counts, dtype=jnp.float32)
-    mu = jnp.asarray(mean_counts, dtype=jnp.float32)
-    ll = jax.scipy.special.xlogy(n, mu) - mu - jax.scipy.special.gammaln(n + 1.0)
-    if mask is not None:
-        ll = jnp.where(mask, ll, 0.0)
-    return jnp.sum(ll, axis=(-2, -1))
+    mu = jnp.asarray(mean_counts)
+    n = jnp.asarray(counts).astype(mu.dtype)
+    valid = jnp.ones(jnp.broadcast_shapes(n.shape, mu.shape), bool) if mask is None else mask
+    # double-where: keep log(0) out of the graph so gradients stay finite on masked pixels
+    positive = mu > 0
+    log_mu = jnp.log(jnp.where(positive & valid, mu, 1.0))
+    n_log_mu = jnp.where(n > 0, jnp.where(positive, n * log_mu, -jnp.inf), 0.0)
+    ll = n_log_mu - mu - jax.scipy.special.gammaln(n + 1.0)
+    return jnp.sum(jnp.where(valid, ll, 0.0), axis=(-2, -1))
 
 
-def simulate_patterns(
-    key: jax.Array,
+def mean_patterns(
     scatterers: XrayScatterers,
     rotations: jax.Array,
     detector: DetectorArrays,
@@ -580,11 +583,10 @@ def simulate_patterns(
     coords: jax.Array | None = None,
     batch_size: int | None = None,
     pixel_chunk: int | None = None,
-) -> tuple[jax.Array, jax.Array]:
-    """Poisson photon patterns for a batch of poses (and optionally conformations).
+) -> jax.Array:
+    """Mean photon patterns ``μ`` for a batch of poses (and optionally conformations).
 
     Args:
-        key: PRNG key.
         scatterers: model-frame scatterers; with ``coords`` given only their composition and
             form factors are used.
         rotations: ``(B, 3, 3)`` RELION poses.
@@ -594,9 +596,9 @@ def simulate_patterns(
             ``batch_size · P · N``); ``None`` = all ``B`` at once (``vmap``).
 
     Returns:
-        ``(counts (B, L, L) int32, mean_counts (B, L, L) float32)``.
+        ``(B, L, L)`` float32 mean photons per pixel.
     """
-    rotations = jnp.asarray(rotations, dtype=jnp.float32)
+    rotations = jnp.asarray(rotations)
     if coords is None:
         coords = jnp.broadcast_to(scatterers.coords, (rotations.shape[0], *scatterers.coords.shape))
 
@@ -613,7 +615,38 @@ def simulate_patterns(
         )
 
     if batch_size is None:
-        mu = jax.vmap(lambda r, x: one((r, x)))(rotations, coords)
-    else:
-        mu = jax.lax.map(one, (rotations, coords), batch_size=batch_size)
+        return jax.vmap(lambda r, x: one((r, x)))(rotations, coords)
+    return jax.lax.map(one, (rotations, coords), batch_size=batch_size)
+
+
+def simulate_patterns(
+    key: jax.Array,
+    scatterers: XrayScatterers,
+    rotations: jax.Array,
+    detector: DetectorArrays,
+    fluence: float | jax.Array,
+    b_factor: float | jax.Array = 0.0,
+    background: float | jax.Array = 0.0,
+    coords: jax.Array | None = None,
+    batch_size: int | None = None,
+    pixel_chunk: int | None = None,
+) -> tuple[jax.Array, jax.Array]:
+    """Poisson photon patterns for a batch of poses (and optionally conformations).
+
+    Arguments after ``key`` as in :func:`mean_patterns`.
+
+    Returns:
+        ``(counts (B, L, L) int32, mean_counts (B, L, L) float32)``.
+    """
+    mu = mean_patterns(
+        scatterers,
+        rotations,
+        detector,
+        fluence,
+        b_factor,
+        background,
+        coords,
+        batch_size,
+        pixel_chunk,
+    )
     return sample_photons(key, mu), mu
