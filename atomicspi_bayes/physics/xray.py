@@ -43,6 +43,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from atomicspi_bayes.errors import ConfigError, InputFormatError
+from atomicspi_bayes.physics.scattering import cromer_mann, element_symbols
 
 __all__ = [
     "CLASSICAL_ELECTRON_RADIUS_ANGSTROM",
@@ -292,40 +293,17 @@ def detector_arrays(geometry: DetectorGeometry) -> DetectorArrays:
 def cromer_mann_table(elements) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Cromer-Mann coefficients (International Tables C 6.1.1.4, gemmi ``it92``) per element.
 
+    Thin wrapper over :func:`atomicspi_bayes.physics.scattering.cromer_mann` (unknown symbols
+    raise :class:`InputFormatError`).
+
     Args:
-        elements: ``(T,)`` element symbols (``"C"``, ``"Fe"``), case-insensitive.
+        elements: ``(T,)`` element symbols (``"C"``, ``"FE"``, ``"D"`` -> ``"H"``).
 
     Returns:
-        ``a (T, 4)`` electrons, ``b (T, 4)`` Å², ``c (T,)`` electrons, float64, with
-        ``f0(s) = Σ_i a_i exp(-b_i s²) + c`` and ``s = sinθ/λ`` in 1/Å.
+        ``a (T, 4)`` electrons, ``b (T, 4)`` Å², ``c (T,)`` electrons, float32, with
+        ``f0(s) = Σ_i a_i exp(-b_i s²) + c`` and ``s = sinθ/λ = |k|/2`` in 1/Å.
     """
-    try:
-        from atomicspi_bayes.physics.scattering import cromer_mann
-    except ImportError:  # the shared table module is not there yet; read gemmi directly
-        cromer_mann = None
-    symbols = [str(e).strip() for e in np.asarray(elements).reshape(-1)]
-    for symbol in symbols:
-        _check_element(symbol)
-    if cromer_mann is not None:
-        a, b, c = cromer_mann(symbols)
-        return np.asarray(a, np.float64), np.asarray(b, np.float64), np.asarray(c, np.float64)
-    import gemmi
-
-    a = np.array([gemmi.Element(s).it92.a for s in symbols], dtype=np.float64).reshape(-1, 4)
-    b = np.array([gemmi.Element(s).it92.b for s in symbols], dtype=np.float64).reshape(-1, 4)
-    c = np.array([gemmi.Element(s).it92.c for s in symbols], dtype=np.float64)
-    return a, b, c
-
-
-def _check_element(symbol: str) -> None:
-    import gemmi
-
-    element = gemmi.Element(symbol) if symbol else None
-    if element is None or element.atomic_number == 0 or element.it92 is None:
-        raise InputFormatError(
-            f"element {symbol!r} has no Cromer-Mann (it92) form factor; "
-            "give chemical element symbols such as 'C', 'N', 'Fe'"
-        )
+    return cromer_mann(element_symbols(elements))
 
 
 def form_factors(
@@ -376,7 +354,7 @@ def atomic_scatterers(elements, coords) -> XrayScatterers:
             never guessed from atom names).
         coords: ``(N, 3)`` positions in Å.
     """
-    symbols = np.array([str(e).strip().capitalize() for e in np.asarray(elements).reshape(-1)])
+    symbols = np.asarray(element_symbols(elements), dtype=str)
     coords = jnp.asarray(coords, dtype=jnp.float32)
     if coords.ndim != 2 or coords.shape != (symbols.shape[0], 3):
         raise InputFormatError(
