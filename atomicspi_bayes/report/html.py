@@ -337,17 +337,50 @@ def _section_calibration(art: RunArtifacts) -> Section:
     return Section("calibration", title, body, True)
 
 
+def _latent_summary(art: RunArtifacts) -> str:
+    """Per-dimension spread of posterior means vs typical posterior sd, from latents.npz."""
+    lat = art.latents
+    if lat is None:
+        return ""
+    rows = []
+    for j in range(lat.z_mean.shape[1]):
+        m = lat.z_mean[:, j]
+        spread = float(np.std(m))
+        row = [f"z{j + 1}", _fmt(float(np.mean(m))), _fmt(spread)]
+        if lat.z_sd is not None:
+            sd = lat.z_sd[:, j]
+            q05, q50, q95 = np.quantile(sd, [0.05, 0.5, 0.95])
+            ratio = spread / q50 if q50 > 0 else float("inf")
+            row += [f"{_fmt(float(q50))} [{_fmt(float(q05))}, {_fmt(float(q95))}]", _fmt(ratio)]
+        else:
+            row += ["–", "–"]
+        rows.append(tuple(row))
+    header = (
+        "latent",
+        "mean of z_mean",
+        "sd of z_mean",
+        "posterior sd: median [5 %, 95 %]",
+        "spread / median sd",
+    )
+    return (
+        "<h3>Per-particle posteriors (latents.npz)</h3>"
+        + _table(rows, header)
+        + _note(
+            "Spread / median sd well above 1 means particles are told apart along that "
+            "latent; near 1 the latent is not resolved by the data."
+        )
+    )
+
+
 def _section_diagnostics(art: RunArtifacts) -> Section:
     title = "Diagnostics"
     pngs = art.figures.get("diagnostics", [])
+    body = _latent_summary(art)
     if not art.diagnostics and not pngs:
-        return Section(
-            "diagnostics",
-            title,
-            _not_run("no diagnostics/ results", "atomicspi diagnose RUN"),
-            False,
+        body += _not_run(
+            "no diagnostics/ results (PPC, ESS, amortization gap)", "atomicspi diagnose RUN"
         )
-    body = ""
+        return Section("diagnostics", title, body, False)
     for name, content in art.diagnostics.items():
         body += f"<h3>{_esc(name)}</h3>"
         if isinstance(content, tuple):

@@ -83,6 +83,8 @@ def test_report_numbers_come_from_the_run(full_run, full_report):
     assert "41.2 [33, 52.9]" in kin  # MFPT median [5 %, 95 %]
     assert "0.58 [0.52, 0.64]" in _section(text, "landscape")  # state population
     assert "5 of 5 models" in _section(text, "ensemble")
+    ratio = np.std(lat["z_mean"][:, 0]) / np.median(lat["z_sd"][:, 0])
+    assert f"<td>{ratio:.4g}</td>" in _section(text, "diagnostics")
     # REMARK lines naming z caption the ensemble panels
     assert scan_run(full_run).ensemble.labels == [
         "z = +1.00",
