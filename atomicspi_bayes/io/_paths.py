@@ -30,7 +30,7 @@ def resolve_image_paths(
     """
     uniq, inverse = np.unique(np.asarray(names, dtype=str), return_inverse=True)
     resolved = []
-    for name in uniq:
+    for name in map(str, uniq):
         if not name or not name.strip():
             raise InputFormatError(f"{metadata_path}: an image file name is empty")
         if "\x00" in name:

@@ -19,6 +19,7 @@ import numpy as np
 
 from atomicspi_bayes.errors import InputFormatError
 from atomicspi_bayes.io._paths import dataset_folder, resolve_image_paths
+from atomicspi_bayes.io._rotations import axis_angle_to_matrix
 from atomicspi_bayes.io.metadata import ParticleMetadata
 
 __all__ = ["load_cs_array", "read_cryosparc"]
@@ -181,11 +182,8 @@ def read_cryosparc(
     rotations = shifts = None
     pose = _field(fields, "alignments3D/pose", p)
     if pose is not None:
-        from atomicspi_bayes.physics.geometry import axis_angle_to_matrix
-
-        pose = pose.reshape(n, 3).astype(np.float32)
-        r_cs = np.asarray(axis_angle_to_matrix(pose), dtype=np.float32)
-        rotations = np.ascontiguousarray(np.swapaxes(r_cs, -1, -2))  # A = R_csᵀ
+        r_cs = axis_angle_to_matrix(pose.reshape(n, 3))
+        rotations = np.ascontiguousarray(np.swapaxes(r_cs, -1, -2), dtype=np.float32)  # A = R_csᵀ
         shift_px = _field(fields, "alignments3D/shift", p)
         align_psize = _field(fields, "alignments3D/psize_A", p)
         align_psize = psize if align_psize is None else align_psize.astype(np.float64)

@@ -19,6 +19,7 @@ import numpy as np
 from atomicspi_bayes.errors import InputFormatError
 from atomicspi_bayes.io._atomic import atomic_open
 from atomicspi_bayes.io._paths import dataset_folder, resolve_image_paths
+from atomicspi_bayes.io._rotations import euler_to_matrix, matrix_to_euler
 from atomicspi_bayes.io.metadata import ParticleMetadata
 
 __all__ = ["read_star", "write_star"]
@@ -298,8 +299,6 @@ def read_star(
     angle_cols = [cols.get(k) for k in ("rlnAngleRot", "rlnAngleTilt", "rlnAnglePsi")]
     has_angles = any(a is not None for a in angle_cols)
     if has_angles:
-        from atomicspi_bayes.physics.geometry import euler_to_matrix
-
         euler = np.stack([np.zeros(n) if a is None else a for a in angle_cols], axis=-1)
         rotations = np.asarray(euler_to_matrix(np.deg2rad(euler)), dtype=np.float32)
     ox, oy = cols.get("rlnOriginXAngst"), cols.get("rlnOriginYAngst")
@@ -483,9 +482,7 @@ def write_star(
         parts["rlnCtfBfactor"] = metadata.ctf_bfactor
         parts["rlnCtfScalefactor"] = metadata.ctf_scale
     if metadata.rotations is not None:
-        from atomicspi_bayes.physics.geometry import matrix_to_euler
-
-        euler = np.rad2deg(np.asarray(matrix_to_euler(metadata.rotations), dtype=np.float32))
+        euler = np.rad2deg(matrix_to_euler(metadata.rotations)).astype(np.float32)
         parts["rlnAngleRot"], parts["rlnAngleTilt"], parts["rlnAnglePsi"] = euler.T
     if metadata.shifts is not None:
         parts["rlnOriginXAngst"] = metadata.shifts[:, 0]
