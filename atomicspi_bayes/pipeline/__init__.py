@@ -1,0 +1,40 @@
+"""Workflows that compose the library (glue, no numerics): ``atomicspi fit``.
+
+Public API::
+
+    fit(particles_path, structure_path, out_dir, cfg: FitConfig | None = None, *,
+        topology=None, progress=False) -> FitResult
+    FitConfig(...)  frozen settings; read_fit_config(path) / write_fit_config(path, cfg, extra)
+    build_problem(particles_path, structure_path, cfg, *, topology=None) -> FitProblem
+    encode_all(problem, params) -> {"z_mean", "z_sd", ...}
+    grid_posterior(problem, params, positions, z_grid) -> (n, G) weights   (D = 1, fixed poses)
+    nuts_posterior(problem, params, positions, key, *, num_warmup, num_samples) -> (S, n, D)
+"""
+
+from atomicspi_bayes.pipeline.fit import (
+    FitConfig,
+    FitProblem,
+    FitResult,
+    build_problem,
+    encode_all,
+    fit,
+    format_fit_config,
+    grid_posterior,
+    nuts_posterior,
+    read_fit_config,
+    write_fit_config,
+)
+
+__all__ = [
+    "FitConfig",
+    "FitProblem",
+    "FitResult",
+    "build_problem",
+    "encode_all",
+    "fit",
+    "format_fit_config",
+    "grid_posterior",
+    "nuts_posterior",
+    "read_fit_config",
+    "write_fit_config",
+]

@@ -1,0 +1,843 @@
+"""The ``atomicspi fit`` workflow: particles + reference structure -> a run directory.
+
+Glue only (the numerics live in ``model``, ``guides``, ``inference``, ``physics``,
+``structure``): read and screen the particles, coarse-grain the reference and compute its
+ANM modes, build the NumPyro model and the amortized guide, run the streaming SVI engine on
+minibatches read from the memory-mapped stack, then write the run directory:
+
+    RUN/config.toml     every setting used ([fit]) and run facts ([run])
+    RUN/checkpoints/    engine checkpoints (resume with --resume)
+    RUN/latents.npz     z_mean (N, D), z_sd (N, D), z_draws (S, N, D), particle_index (N,)
+                        (+ rotation_mean (N,3,3), rotation_sd (N,3), shift_mean (N,2),
+                        shift_sd (N,2) with amortized poses)
+    RUN/elbo.npy        (T,) ELBO of every optimisation step (= -loss; higher is better)
+    RUN/posterior.nc    ArviZ InferenceData (see diagnostics.export)
+    RUN/particles.star  input particles + posterior mean/sd of z (+ refined poses)
+    RUN/ensemble.pdb    all-atom structures along the latent (multi-model PDB)
+    RUN/truth.npz       copied from the particles' folder when it has one
+
+Every file is written atomically (temp file + rename); ``latents.npz`` is written last and
+marks a finished run.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+import shutil
+import tomllib
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from atomicspi_bayes.errors import ConfigError, InputFormatError
+
+__all__ = [
+    "FitConfig",
+    "FitProblem",
+    "FitResult",
+    "build_problem",
+    "encode_all",
+    "fit",
+    "format_fit_config",
+    "grid_posterior",
+    "nuts_posterior",
+    "read_fit_config",
+    "write_fit_config",
+]
+
+logger = logging.getLogger(__name__)
+
+_POSES = ("fixed", "amortized")
+_Z_PRIORS = ("normal", "mixture")
+_ENCODERS = ("auto", "sensitivity", "image")
+
+
+@dataclass(frozen=True)
+class FitConfig:
+    """All settings of a fit (units in the field comments).
+
+    Model:
+        latent_dim: D, dimension of the conformation latent z (1-4).
+        poses: ``"fixed"`` (STAR poses) or ``"amortized"`` (rotation and shift inferred).
+        coarse_grained: one bead per residue (True) or all atoms in the likelihood (False).
+        n_modes: K, number of ANM modes the decoder drives.
+        anm_cutoff: Å, elastic-network cutoff.
+        decoder_hidden: hidden widths of the z -> amplitudes MLP (empty: linear decoder).
+        z_prior: ``"normal"`` (N(0, I)) or ``"mixture"`` (learnable Gaussian mixture).
+        n_mixture: components of the mixture prior.
+        resolution: Å, likelihood uses Fourier coefficients with |k| <= 1/resolution.
+        learn_noise: learn the noise level per optics group (else fixed at its estimate).
+        elastic_weight: multiplies the harmonic ANM log-prior of the amplitudes (1/kT_eff).
+        bond_weight: multiplies the Cα-Cα bond log-prior of the decoded beads.
+        clash_weight: multiplies the Cα clash log-prior of the decoded beads.
+        shift_prior_sd: Å, sd of the Gaussian prior on shifts (amortized poses).
+    Guide:
+        encoder: ``"sensitivity"`` (mode-sensitivity features, needs poses), ``"image"``
+            (CNN on the low-pass image) or ``"auto"`` (sensitivity if poses fixed, else image).
+        encoder_hidden: hidden widths of the encoder MLP (head).
+        encoder_image_size: px, side of the low-pass image the CNN sees.
+        pose_heads: number of rotation hypotheses (multi-head pose encoder).
+    Optimisation:
+        epochs, batch_size, learning_rate, grad_clip (global norm), warmup_steps,
+        checkpoint_every (steps), seed.
+    Outputs:
+        n_draws: S posterior draws per particle in latents.npz / posterior.nc.
+        n_ensemble: structures along the latent in ensemble.pdb.
+        nuts_subset: particles in a NUTS gold-standard run after SVI (0 = none).
+    Run control:
+        resume: continue from RUN/checkpoints.  force: overwrite a finished RUN.
+    """
+
+    latent_dim: int = 1
+    poses: str = "fixed"
+    coarse_grained: bool = True
+    n_modes: int = 32
+    anm_cutoff: float = 15.0
+    decoder_hidden: tuple[int, ...] = (64, 64)
+    z_prior: str = "normal"
+    n_mixture: int = 4
+    resolution: float = 6.0
+    learn_noise: bool = True
+    elastic_weight: float = 1.0
+    bond_weight: float = 1.0
+    clash_weight: float = 1.0
+    shift_prior_sd: float = 3.0
+    encoder: str = "auto"
+    encoder_hidden: tuple[int, ...] = (128, 128)
+    encoder_image_size: int = 32
+    pose_heads: int = 4
+    epochs: int = 30
+    batch_size: int = 64
+    learning_rate: float = 3e-3
+    grad_clip: float = 10.0
+    warmup_steps: int = 50
+    checkpoint_every: int = 200
+    seed: int = 0
+    n_draws: int = 100
+    n_ensemble: int = 10
+    nuts_subset: int = 0
+    resume: bool = False
+    force: bool = False
+
+    def __post_init__(self) -> None:
+        def need(ok: bool, what: str) -> None:
+            if not ok:
+                raise ConfigError(f"fit config: {what}")
+
+        need(1 <= self.latent_dim <= 4, f"latent_dim must be in 1..4, got {self.latent_dim}")
+        need(self.poses in _POSES, f"poses must be one of {_POSES}, got {self.poses!r}")
+        need(self.z_prior in _Z_PRIORS, f"z_prior must be one of {_Z_PRIORS}, got {self.z_prior!r}")
+        need(self.encoder in _ENCODERS, f"encoder must be one of {_ENCODERS}, got {self.encoder!r}")
+        need(
+            not (self.encoder == "sensitivity" and self.poses == "amortized"),
+            "encoder 'sensitivity' needs poses 'fixed' (use 'image' or 'auto')",
+        )
+        need(self.n_modes >= 1, f"n_modes must be >= 1, got {self.n_modes}")
+        need(self.anm_cutoff > 0, f"anm_cutoff must be > 0 Å, got {self.anm_cutoff}")
+        need(self.n_mixture >= 1, f"n_mixture must be >= 1, got {self.n_mixture}")
+        need(
+            math.isfinite(self.resolution) and self.resolution > 0,
+            f"resolution must be a positive number of Å, got {self.resolution}",
+        )
+        for name in ("elastic_weight", "bond_weight", "clash_weight"):
+            value = getattr(self, name)
+            need(math.isfinite(value) and value >= 0, f"{name} must be >= 0, got {value}")
+        need(self.shift_prior_sd > 0, f"shift_prior_sd must be > 0 Å, got {self.shift_prior_sd}")
+        need(all(h >= 1 for h in self.decoder_hidden), "decoder_hidden widths must be >= 1")
+        need(all(h >= 1 for h in self.encoder_hidden), "encoder_hidden widths must be >= 1")
+        need(
+            self.encoder_image_size >= 8 and self.encoder_image_size % 8 == 0,
+            f"encoder_image_size must be a multiple of 8, got {self.encoder_image_size}",
+        )
+        need(self.pose_heads >= 1, f"pose_heads must be >= 1, got {self.pose_heads}")
+        need(self.epochs >= 1, f"epochs must be >= 1, got {self.epochs}")
+        need(self.batch_size >= 1, f"batch_size must be >= 1, got {self.batch_size}")
+        need(self.learning_rate > 0, f"learning_rate must be > 0, got {self.learning_rate}")
+        need(self.grad_clip > 0, f"grad_clip must be > 0, got {self.grad_clip}")
+        need(self.warmup_steps >= 0, f"warmup_steps must be >= 0, got {self.warmup_steps}")
+        need(self.checkpoint_every >= 1, "checkpoint_every must be >= 1")
+        need(self.n_draws >= 1, f"n_draws must be >= 1, got {self.n_draws}")
+        need(self.n_ensemble >= 2, f"n_ensemble must be >= 2, got {self.n_ensemble}")
+        need(self.nuts_subset >= 0, f"nuts_subset must be >= 0, got {self.nuts_subset}")
+
+    @property
+    def encoder_kind(self) -> str:
+        """The encoder actually used (``"auto"`` resolved against the pose mode)."""
+        if self.encoder != "auto":
+            return self.encoder
+        return "sensitivity" if self.poses == "fixed" else "image"
+
+    def replace(self, **changes: Any) -> FitConfig:
+        """A copy with ``changes`` applied (``None`` values are ignored: "not given")."""
+        return dataclasses.replace(self, **{k: v for k, v in changes.items() if v is not None})
+
+    def to_dict(self) -> dict[str, Any]:
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], source: str = "config") -> FitConfig:
+        """Build from a mapping (TOML table); lists become tuples, unknown keys are errors."""
+        known = {f.name: f for f in fields(cls)}
+        unknown = sorted(set(data) - set(known))
+        if unknown:
+            raise ConfigError(f"{source}: unknown fit setting(s) {unknown}; known: {sorted(known)}")
+        values: dict[str, Any] = {}
+        for name, value in data.items():
+            default = known[name].default
+            if isinstance(default, tuple):
+                if not isinstance(value, list | tuple) or not all(
+                    isinstance(v, int) for v in value
+                ):
+                    raise ConfigError(f"{source}: {name} must be a list of integers, got {value!r}")
+                value = tuple(value)
+            elif isinstance(default, bool):
+                if not isinstance(value, bool):
+                    raise ConfigError(f"{source}: {name} must be true or false, got {value!r}")
+            elif isinstance(default, int):
+                if isinstance(value, bool) or not isinstance(value, int):
+                    raise ConfigError(f"{source}: {name} must be an integer, got {value!r}")
+            elif isinstance(default, float):
+                if isinstance(value, bool) or not isinstance(value, int | float):
+                    raise ConfigError(f"{source}: {name} must be a number, got {value!r}")
+                value = float(value)
+            elif isinstance(default, str) and not isinstance(value, str):
+                raise ConfigError(f"{source}: {name} must be a string, got {value!r}")
+            values[name] = value
+        return cls(**values)
+
+
+def read_fit_config(path: str | Path) -> FitConfig:
+    """Read a TOML recipe: keys at the top level or in a ``[fit]`` table.
+
+    Raises:
+        InputFormatError: the file is missing or not valid TOML.
+        ConfigError: an unknown key or a value of the wrong type or range.
+    """
+    path = Path(path)
+    try:
+        with path.open("rb") as fh:
+            data = tomllib.load(fh)
+    except FileNotFoundError:
+        raise InputFormatError(f"{path}: config file not found") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise InputFormatError(f"{path}: not valid TOML ({exc})") from None
+    if "fit" in data:
+        if not isinstance(data["fit"], dict):
+            raise ConfigError(f"{path}: 'fit' must be a table")
+        data = data["fit"]
+    else:
+        data = {k: v for k, v in data.items() if not isinstance(v, dict)}
+    return FitConfig.from_dict(data, source=str(path))
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float):
+        return repr(value)
+    if isinstance(value, str):
+        escaped = value.replace("\\", "\\\\").replace('"', '\\"')
+        return f'"{escaped}"'
+    if isinstance(value, list | tuple):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    raise TypeError(f"cannot write {type(value).__name__} to TOML")
+
+
+def format_fit_config(cfg: FitConfig, extra: dict[str, Any] | None = None) -> str:
+    """TOML text: a ``[fit]`` table with every setting (+ an optional ``[run]`` table)."""
+    lines = ["# atomicspi fit settings (read back with --config)", "[fit]"]
+    lines += [f"{k} = {_toml_value(v)}" for k, v in cfg.to_dict().items()]
+    if extra:
+        lines += ["", "[run]"]
+        lines += [f"{k} = {_toml_value(v)}" for k, v in extra.items()]
+    return "\n".join(lines) + "\n"
+
+
+def write_fit_config(path: str | Path, cfg: FitConfig, extra: dict[str, Any] | None = None) -> None:
+    """Write ``cfg`` (and run facts in ``extra``: str/int/float/bool/lists) as TOML, atomically."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(format_fit_config(cfg, extra))
+    tmp.replace(path)
+
+
+# ---------------------------------------------------------------- the workflow
+
+
+@dataclass(frozen=True, eq=False)
+class FitProblem:
+    """Everything a fit composes, built once by :func:`build_problem`.
+
+    Attributes:
+        cfg: the :class:`FitConfig`.
+        model_cfg: the :class:`~atomicspi_bayes.model.ModelConfig` derived from it.
+        static: the model's fixed arrays (:class:`~atomicspi_bayes.model.ModelStatic`).
+        guide: the amortized guide (:class:`~atomicspi_bayes.guides.AmortizedGuide`).
+        metadata: all input particles (``io.ParticleMetadata``).
+        dataset: the kept particles (``io.ParticleDataset``, memory-mapped).
+        rows: ``(N,)`` input row of each kept particle (``particle_index``).
+        n_excluded: particles dropped by screening (NaN/inf/constant images).
+        reference: the reference ``AtomicModel`` (input coordinates).
+        centre: ``(3,)`` Å, subtracted from the reference before modelling (the rotation
+            centre of the projection).
+        beads: the ``BeadModel`` of the reference (input frame; nodes, modes, priors).
+    """
+
+    cfg: FitConfig
+    model_cfg: Any
+    static: Any
+    guide: Any
+    metadata: Any
+    dataset: Any
+    rows: np.ndarray
+    n_excluded: int
+    reference: Any
+    centre: np.ndarray
+    beads: Any
+
+    @property
+    def n_particles(self) -> int:
+        return int(self.rows.shape[0])
+
+    @property
+    def batch_size(self) -> int:
+        return min(self.cfg.batch_size, self.n_particles)
+
+    @property
+    def steps_per_epoch(self) -> int:
+        return max(1, self.n_particles // self.batch_size)
+
+    def model(self, batch) -> None:
+        """``cryoem_model(batch, model_cfg, static)`` as a one-argument NumPyro model."""
+        from atomicspi_bayes.model import cryoem_model
+
+        cryoem_model(batch, self.model_cfg, self.static)
+
+    def batch(self, positions: np.ndarray):
+        """:class:`ParticleBatch` of kept particles ``positions`` (0..N-1, the plate indices)."""
+        from atomicspi_bayes.model import ParticleBatch
+        from atomicspi_bayes.physics.ctf import CTFParams
+
+        positions = np.asarray(positions, dtype=np.int64)
+        m = self.dataset.metadata  # kept particles, dataset order
+        n = positions.shape[0]
+        if m.rotations is not None:
+            rotations = np.asarray(m.rotations[positions], dtype=np.float32)
+            shifts = np.asarray(m.shifts[positions], dtype=np.float32)
+        else:
+            rotations = np.broadcast_to(np.eye(3, dtype=np.float32), (n, 3, 3)).copy()
+            shifts = np.zeros((n, 2), dtype=np.float32)
+        groups = np.asarray(m.optics_group[positions], dtype=np.int64)
+        return ParticleBatch(
+            indices=jnp.asarray(positions, dtype=jnp.int32),
+            images=jnp.asarray(self.dataset.images(positions)),
+            rotations=jnp.asarray(rotations),
+            shifts=jnp.asarray(shifts),
+            ctf=CTFParams.from_metadata(m, positions),
+            optics_group=jnp.asarray(self._group_index[groups], dtype=jnp.int32),
+        )
+
+    @property
+    def _group_index(self) -> np.ndarray:
+        """Lookup table optics group number (1-based, as in the file) -> 0-based index."""
+        groups = np.unique(np.asarray(self.metadata.optics_group))
+        table = np.zeros(int(groups.max()) + 1, dtype=np.int64)
+        table[groups] = np.arange(groups.size)
+        return table
+
+    def batch_fn(self, step: int):
+        """The minibatch of optimisation step ``step`` (deterministic in seed and step)."""
+        positions = self.dataset.batch_indices(self.cfg.seed, self.batch_size, step)
+        return self.batch(positions)
+
+    def decode(self, params: dict, z: np.ndarray) -> np.ndarray:
+        """Latents ``(n, D)`` -> decoded model coordinates ``(n, R_or_N, 3)`` Å (centred frame)."""
+        from atomicspi_bayes.model import decode_beads, decoder_from_params
+
+        decoder = decoder_from_params(params, self.static)
+        _, coords = decode_beads(decoder, jnp.asarray(z, dtype=jnp.float32), self.static)
+        return np.asarray(coords)
+
+    def ca_coords(self, decoded: np.ndarray) -> np.ndarray:
+        """Cα (bead node) coordinates ``(..., R, 3)`` Å of decoded coordinates (centred frame)."""
+        index = self.static.prior_index
+        return np.asarray(decoded) if index is None else np.asarray(decoded)[..., index, :]
+
+    def all_atom_coords(self, decoded: np.ndarray) -> np.ndarray:
+        """Decoded coordinates ``(..., R_or_N, 3)`` -> all atoms ``(..., N, 3)`` Å, input frame."""
+        from atomicspi_bayes.structure import atom_coords_from_beads
+
+        decoded = np.asarray(decoded) + self.centre
+        if not self.cfg.coarse_grained:
+            return decoded
+        return np.asarray(atom_coords_from_beads(self.reference, self.beads, decoded))
+
+
+def _check_metadata(metadata, path: Path, cfg: FitConfig) -> None:
+    if len(metadata) == 0:
+        raise InputFormatError(f"{path}: no particles")
+    if not metadata.has_ctf:
+        raise InputFormatError(
+            f"{path}: particles have no CTF parameters (defocus); run CTF estimation first"
+        )
+    if cfg.poses == "fixed" and not metadata.has_poses:
+        raise InputFormatError(
+            f"{path}: no poses (rlnAngleRot/Tilt/Psi, origins) but --poses fixed; "
+            "use --poses amortized or a refined STAR file"
+        )
+
+
+def _render_model(reference, beads, cfg: FitConfig, centre: np.ndarray, modes) -> dict:
+    """Arrays the projector renders: bead nodes (coarse-grained) or all atoms.
+
+    Both use the bead (Cα) graph for modes and priors; all-atom rendering moves every atom
+    rigidly with its residue's node (``structure.bead_to_atom_displacements``).
+    """
+    from atomicspi_bayes.physics.cryoem import Scatterers
+    from atomicspi_bayes.structure import bead_to_atom_displacements
+
+    vectors = modes.rmsd_scaled_vectors()
+    if cfg.coarse_grained:
+        offsets = beads.offsets if beads.offsets is not None else np.zeros_like(beads.coords)
+        return {
+            "x0": np.asarray(beads.coords, dtype=np.float64) - centre,
+            "offsets": offsets, "scatterers": Scatterers.from_gaussians(beads.a, beads.b),
+            "mode_vectors": vectors, "prior_index": None,
+        }  # fmt: skip
+    atoms = np.asarray(reference.coords, dtype=np.float64) - centre
+    keep = np.asarray(beads.atom_to_bead) >= 0
+    ca = np.flatnonzero((np.asarray(reference.atom_names) == "CA") & keep)
+    node_of_ca = np.asarray(beads.atom_to_bead)[ca]
+    prior_index = np.empty(beads.n_beads, dtype=np.int64)
+    prior_index[node_of_ca] = ca
+    return {
+        "x0": atoms, "offsets": np.zeros_like(atoms),
+        "scatterers": Scatterers.from_elements(np.asarray(reference.elements)),
+        "mode_vectors": np.asarray(bead_to_atom_displacements(vectors, beads.atom_to_bead)),
+        "prior_index": prior_index,
+    }  # fmt: skip
+
+
+def build_problem(
+    particles_path: str | Path,
+    structure_path: str | Path,
+    cfg: FitConfig,
+    *,
+    topology: str | Path | None = None,
+) -> FitProblem:
+    """Read inputs, screen images, build model arrays, decoder and guide (no training).
+
+    Raises:
+        InputFormatError: unreadable inputs, particles without CTF, no poses with
+            ``poses="fixed"``, mixed box/pixel sizes, no usable image, structure larger
+            than the box.
+        ConfigError: inconsistent settings (e.g. resolution finer than Nyquist).
+    """
+    from atomicspi_bayes.guides import build_guide
+    from atomicspi_bayes.io import ParticleDataset, load_structure, read_particles
+    from atomicspi_bayes.model import (
+        FourierWindow,
+        LatentDecoder,
+        ModelConfig,
+        ModelStatic,
+        initial_noise_and_scale,
+    )
+    from atomicspi_bayes.structure import anm_modes, clash_pairs, coarse_grain, ideal_bond_lengths
+
+    particles_path, structure_path = Path(particles_path), Path(structure_path)
+    metadata = read_particles(particles_path)
+    _check_metadata(metadata, particles_path, cfg)
+    dataset = ParticleDataset(metadata)  # checks stacks, one box and pixel size
+    box, pixel = dataset.box_size, dataset.pixel_size
+    bad = dataset.find_bad_images()
+    if bad.count == len(dataset):
+        raise InputFormatError(
+            f"{particles_path}: all {bad.count} images are NaN/inf ({bad.n_nonfinite}) or "
+            f"constant ({bad.n_constant})"
+        )
+    if bad.count:
+        logger.warning(
+            "%s: excluded %d of %d particles (%d NaN/inf, %d constant images)",
+            particles_path, bad.count, len(dataset), bad.n_nonfinite, bad.n_constant,
+        )  # fmt: skip
+        dataset = dataset.without(bad.indices)
+    rows = dataset.particle_index
+    n_excluded = int(bad.count)
+
+    reference = load_structure(structure_path, topology)
+    centre = np.asarray(reference.coords, dtype=np.float64).mean(axis=0)
+    extent = 2.0 * float(np.max(np.linalg.norm(np.asarray(reference.coords) - centre, axis=1)))
+    if extent > box * pixel:
+        raise InputFormatError(
+            f"{structure_path}: structure spans {extent:.1f} Å but the box is {box} px x "
+            f"{pixel:.3f} Å = {box * pixel:.1f} Å; use a larger box or a smaller structure"
+        )
+    beads = coarse_grain(reference)
+    nodes = np.asarray(beads.coords, dtype=np.float64) - centre
+    modes = anm_modes(nodes, cfg.n_modes, cfg.anm_cutoff)
+    render = _render_model(reference, beads, cfg, centre, modes)
+    window = FourierWindow.create(box, pixel, cfg.resolution)
+    model_cfg = ModelConfig(
+        latent_dim=cfg.latent_dim,
+        poses=cfg.poses,
+        z_prior=cfg.z_prior,
+        n_mixture=cfg.n_mixture,
+        learn_noise=cfg.learn_noise,
+        elastic_weight=cfg.elastic_weight,
+        bond_weight=cfg.bond_weight,
+        clash_weight=cfg.clash_weight,
+        shift_prior_sd=cfg.shift_prior_sd,
+    )
+    key = jax.random.PRNGKey(cfg.seed)
+    k_decoder, k_encoder = jax.random.split(key)
+    n_groups = int(np.unique(np.asarray(metadata.optics_group)).size)
+    static = ModelStatic(
+        x0=np.asarray(render["x0"], dtype=np.float32),
+        offsets=np.asarray(render["offsets"], dtype=np.float32),
+        scatterers=render["scatterers"],
+        mode_vectors=np.asarray(render["mode_vectors"], dtype=np.float32),
+        mode_eigenvalues=np.asarray(modes.eigenvalues, dtype=np.float32),
+        prior_index=render["prior_index"],
+        bonded=np.asarray(beads.bonded),
+        bond_lengths=ideal_bond_lengths(nodes, beads.bonded),
+        clash_pairs=clash_pairs(beads.n_beads, chain_index=np.asarray(beads.chain_index)),
+        window=window,
+        n_particles=int(rows.size),
+        noise_sigma=np.ones(n_groups, dtype=np.float32),
+        image_scale=np.ones(n_groups, dtype=np.float32),
+        decoder=LatentDecoder(cfg.latent_dim, cfg.n_modes, cfg.decoder_hidden, key=k_decoder),
+    )
+    problem = FitProblem(
+        cfg=cfg, model_cfg=model_cfg, static=static, guide=None, metadata=metadata,
+        dataset=dataset, rows=rows, n_excluded=n_excluded, reference=reference,
+        centre=centre, beads=beads,
+    )  # fmt: skip
+    example = problem.batch(np.arange(min(problem.n_particles, 256)))
+    radius_px = 0.5 * extent / pixel
+    sigma, scale = initial_noise_and_scale(
+        example, static, n_groups, radius_px=radius_px, poses_known=metadata.has_poses
+    )
+    static = dataclasses.replace(static, noise_sigma=sigma, image_scale=scale)
+    guide = build_guide(
+        k_encoder, model_cfg, static, example, kind=cfg.encoder_kind,
+        hidden=cfg.encoder_hidden, image_size=min(cfg.encoder_image_size, box),
+        pose_heads=cfg.pose_heads,
+    )  # fmt: skip
+    return dataclasses.replace(problem, static=static, guide=guide)
+
+
+# ---------------------------------------------------------------- after training
+
+
+def encode_all(problem: FitProblem, params: dict) -> dict[str, np.ndarray]:
+    """Encoder output for every kept particle, in order (streamed in padded batches).
+
+    Returns ``{"z_mean", "z_sd"}`` ``(N, D)`` and, with amortized poses, ``"rotation_mean"``
+    ``(N, 3, 3)``, ``"rotation_sd"`` ``(N, 3)`` rad, ``"shift_mean"``, ``"shift_sd"``
+    ``(N, 2)`` Å, ``"head"`` ``(N,)``.
+    """
+    n, bsz = problem.n_particles, problem.batch_size
+    encode = jax.jit(problem.guide.encode)
+    chunks: list = []
+    for start in range(0, n, bsz):
+        positions = np.arange(start, start + bsz)
+        valid = positions < n
+        enc = encode(params, problem.batch(np.where(valid, positions, n - 1)))
+        chunks.append(jax.tree_util.tree_map(lambda x, v=valid: np.asarray(x)[v], enc))
+    out = {
+        "z_mean": np.concatenate([c.z_mean for c in chunks]),
+        "z_sd": np.concatenate([c.z_sd for c in chunks]),
+    }
+    if problem.cfg.poses == "amortized":
+        out["rotation_mean"] = np.concatenate([c.rotation for c in chunks])
+        out["rotation_sd"] = np.concatenate([c.rotation_sd for c in chunks])
+        out["shift_mean"] = np.concatenate([c.shift_mean for c in chunks])
+        out["shift_sd"] = np.concatenate([c.shift_sd for c in chunks])
+        out["head"] = np.concatenate([c.head for c in chunks])
+    return out
+
+
+def grid_posterior(
+    problem: FitProblem, params: dict, positions: np.ndarray, z_grid: np.ndarray
+) -> np.ndarray:
+    """``(n, G)`` exact posterior weights of z on ``z_grid`` (D = 1, poses fixed) per particle.
+
+    The learned globals (decoder, noise, scale) are held fixed; see
+    :func:`atomicspi_bayes.model.latent_grid_posterior`.
+    """
+    from atomicspi_bayes.model import latent_grid_posterior
+
+    fn = jax.jit(
+        lambda batch: latent_grid_posterior(
+            batch, problem.model_cfg, problem.static, params, jnp.asarray(z_grid)
+        )
+    )
+    positions = np.asarray(positions)
+    bsz = problem.batch_size
+    out = []
+    for start in range(0, positions.size, bsz):
+        chunk = positions[start : start + bsz]
+        padded = np.concatenate([chunk, np.full(bsz - chunk.size, chunk[-1])])
+        out.append(np.asarray(fn(problem.batch(padded)))[: chunk.size])
+    return np.concatenate(out)
+
+
+def nuts_posterior(
+    problem: FitProblem,
+    params: dict,
+    positions: np.ndarray,
+    key: jax.Array,
+    *,
+    num_warmup: int = 300,
+    num_samples: int = 300,
+) -> np.ndarray:
+    """``(S, n, D)`` NUTS draws of z for particles ``positions`` with the globals fixed.
+
+    The gold standard for q(z | y): the same model on a full (non-subsampled) plate of the
+    ``n`` particles, globals substituted from the SVI ``params`` (poses fixed only).
+    """
+    from atomicspi_bayes.inference import run_nuts
+    from atomicspi_bayes.model import cryoem_model
+
+    if problem.cfg.poses != "fixed":
+        raise ConfigError("NUTS comparison is implemented for poses='fixed' only")
+    positions = np.asarray(positions)
+    n = positions.size
+    static = dataclasses.replace(problem.static, n_particles=n)
+    batch = problem.batch(positions)._replace(indices=jnp.arange(n, dtype=jnp.int32))
+    fixed = {k: v for k, v in params.items() if not k.startswith("encoder")}
+    result = run_nuts(
+        key, cryoem_model, batch, problem.model_cfg, static, fixed_params=fixed,
+        num_warmup=num_warmup, num_samples=num_samples,
+    )  # fmt: skip
+    return result.samples["z"][0]
+
+
+def _ensemble_latents(z_mean: np.ndarray, n: int) -> np.ndarray:
+    """``(n, D)`` latents along the data: 5-95 % quantiles along the first principal axis."""
+    centre = z_mean.mean(axis=0)
+    _, _, vt = np.linalg.svd(z_mean - centre, full_matrices=False)
+    axis = vt[0] * np.sign(vt[0][np.argmax(np.abs(vt[0]))])
+    t = np.quantile((z_mean - centre) @ axis, np.linspace(0.05, 0.95, n))
+    return centre + t[:, None] * axis[None, :]
+
+
+# ---------------------------------------------------------------- run directory
+
+
+@dataclass(frozen=True)
+class FitResult:
+    """What :func:`fit` did.
+
+    Attributes:
+        run_dir: the run directory.
+        n_particles: particles fitted (kept).  n_excluded: particles dropped by screening.
+        z_mean, z_sd: ``(N, D)`` posterior means and sds of z.
+        elbo: ``(T,)`` ELBO per step.
+        params: learned global parameters (SVI).
+        items_per_s: training throughput (particles per second, after compilation).
+        resumed_from: step a resumed run continued from (None: fresh).
+        nuts_z_score: with ``nuts_subset``: ``(n, D)`` (mean_SVI - mean_NUTS) / sd_NUTS.
+    """
+
+    run_dir: Path
+    n_particles: int
+    n_excluded: int
+    z_mean: np.ndarray
+    z_sd: np.ndarray
+    elbo: np.ndarray
+    params: dict
+    items_per_s: float
+    resumed_from: int | None
+    nuts_z_score: np.ndarray | None = None
+
+
+_OUTPUTS = (
+    "latents.npz", "posterior.nc", "particles.star", "ensemble.pdb", "elbo.npy",
+    "truth.npz", "nuts.npz", "config.toml",
+)  # fmt: skip
+
+
+def _prepare_run_dir(out_dir: Path, cfg: FitConfig) -> None:
+    finished = (out_dir / "latents.npz").exists()
+    if finished and not (cfg.force or cfg.resume):
+        raise ConfigError(
+            f"{out_dir}: a finished run is already there; use --force to overwrite it or "
+            "--resume to continue it"
+        )
+    if out_dir.exists() and not out_dir.is_dir():
+        raise InputFormatError(f"{out_dir}: exists and is not a directory")
+    if cfg.force and not cfg.resume:
+        for name in _OUTPUTS:
+            (out_dir / name).unlink(missing_ok=True)
+        shutil.rmtree(out_dir / "checkpoints", ignore_errors=True)
+    out_dir.mkdir(parents=True, exist_ok=True)
+
+
+def _save_npz(path: Path, **arrays: np.ndarray) -> None:
+    from atomicspi_bayes.io._atomic import atomic_path
+
+    with atomic_path(path) as tmp, open(tmp, "wb") as fh:
+        np.savez(fh, **arrays)
+
+
+def _save_npy(path: Path, array: np.ndarray) -> None:
+    from atomicspi_bayes.io._atomic import atomic_path
+
+    with atomic_path(path) as tmp, open(tmp, "wb") as fh:
+        np.save(fh, array)
+
+
+def _copy_file(source: Path, target: Path) -> None:
+    from atomicspi_bayes.io._atomic import atomic_path
+
+    with atomic_path(target) as tmp:
+        shutil.copyfile(source, tmp)
+
+
+def _star_columns(z_mean: np.ndarray, z_sd: np.ndarray) -> dict[str, np.ndarray]:
+    """``atomicspiLatentMean1..D`` and ``atomicspiLatentSd1..D`` columns."""
+    return {"atomicspiLatentMean": z_mean, "atomicspiLatentSd": z_sd}
+
+
+def fit(
+    particles_path: str | Path,
+    structure_path: str | Path,
+    out_dir: str | Path,
+    cfg: FitConfig | None = None,
+    *,
+    topology: str | Path | None = None,
+    progress: bool = False,
+) -> FitResult:
+    """Fit conformations (and poses) of the particles against the reference structure.
+
+    Args:
+        particles_path: RELION ``.star`` or cryoSPARC ``.cs`` with CTF (and poses for
+            ``poses="fixed"``).
+        structure_path: reference PDB/mmCIF (its coordinates define the model frame).
+        out_dir: the run directory (see the module docstring for its contents).
+        cfg: settings (default :class:`FitConfig`).
+        topology: optional topology (e.g. PSF) giving elements of ``structure_path``.
+        progress: show the engine's progress bar.
+
+    Raises:
+        InputFormatError, ConfigError: bad inputs or settings (one clear line).
+        ConvergenceError: the ELBO became NaN/inf.
+        atomicspi_bayes.inference.Interrupted: SIGINT/SIGTERM (a checkpoint was written).
+    """
+    from atomicspi_bayes.diagnostics.export import posterior_inference_data, write_posterior
+    from atomicspi_bayes.inference import SVIConfig, config_fingerprint, run_svi
+    from atomicspi_bayes.io import write_multimodel_pdb, write_star
+
+    cfg = cfg if cfg is not None else FitConfig()
+    out_dir = Path(out_dir)
+    _prepare_run_dir(out_dir, cfg)
+    problem = build_problem(particles_path, structure_path, cfg, topology=topology)
+    n = problem.n_particles
+    num_steps = cfg.epochs * problem.steps_per_epoch
+    run_facts = {
+        "particles": str(Path(particles_path).resolve()),
+        "structure": str(Path(structure_path).resolve()),
+        "n_particles": n,
+        "n_excluded": problem.n_excluded,
+        "batch_size_used": problem.batch_size,
+        "num_steps": num_steps,
+        "n_modes": problem.static.n_modes,
+        "n_scored": problem.static.window.n_scored,
+    }
+    write_fit_config(out_dir / "config.toml", cfg, run_facts)
+
+    svi_cfg = SVIConfig(
+        num_steps=num_steps,
+        learning_rate=cfg.learning_rate,
+        schedule="cosine",
+        warmup_steps=min(cfg.warmup_steps, num_steps - 1),
+        clip_norm=cfg.grad_clip,
+        checkpoint_every=cfg.checkpoint_every,
+        progress=progress,
+    )
+    numeric = {k: v for k, v in cfg.to_dict().items() if k not in ("resume", "force")}
+    fingerprint = config_fingerprint({"fit": numeric, **run_facts})
+    key = jax.random.PRNGKey(cfg.seed)
+    k_svi, k_draws, k_nuts = jax.random.split(jax.random.fold_in(key, 1), 3)
+    result = run_svi(
+        k_svi, problem.model, problem.guide, problem.batch_fn, svi_cfg,
+        checkpoint_dir=out_dir / "checkpoints", resume=cfg.resume, overwrite=cfg.force,
+        fingerprint=fingerprint,
+    )  # fmt: skip
+    params = result.params
+    elbo = -np.asarray(result.losses, dtype=np.float64)
+
+    enc = encode_all(problem, params)
+    z_mean, z_sd = enc["z_mean"], enc["z_sd"]
+    eps = np.asarray(jax.random.normal(k_draws, (cfg.n_draws, *z_mean.shape)))
+    z_draws = (z_mean[None] + z_sd[None] * eps).astype(np.float32)
+    latents = {
+        "z_mean": z_mean, "z_sd": z_sd, "z_draws": z_draws, "particle_index": problem.rows,
+    }  # fmt: skip
+    rotation_draws = shift_draws = None
+    if cfg.poses == "amortized":
+        from atomicspi_bayes.model import TangentNormalSO3
+
+        latents.update({k: enc[k] for k in ("rotation_mean", "rotation_sd", "shift_mean",
+                                             "shift_sd")})  # fmt: skip
+        k_rot, k_shift = jax.random.split(jax.random.fold_in(k_draws, 1))
+        q_rot = TangentNormalSO3(enc["rotation_mean"], enc["rotation_sd"])
+        rotation_draws = np.asarray(q_rot.sample(k_rot, (cfg.n_draws,)))
+        shift_draws = enc["shift_mean"][None] + enc["shift_sd"][None] * np.asarray(
+            jax.random.normal(k_shift, (cfg.n_draws, n, 2))
+        )
+
+    _save_npy(out_dir / "elbo.npy", elbo)
+    idata = posterior_inference_data(
+        z_draws, z_mean, z_sd, problem.rows, elbo,
+        rotation_draws=rotation_draws, shift_draws=shift_draws,
+    )  # fmt: skip
+    write_posterior(out_dir / "posterior.nc", idata)
+    star_meta = _kept_metadata(problem, enc)
+    write_star(out_dir / "particles.star", star_meta, _star_columns(z_mean, z_sd))
+    decoded = problem.decode(params, _ensemble_latents(z_mean, cfg.n_ensemble))
+    write_multimodel_pdb(
+        out_dir / "ensemble.pdb", problem.reference, problem.all_atom_coords(decoded)
+    )
+    truth = Path(particles_path).parent / "truth.npz"
+    if truth.is_file():
+        _copy_file(truth, out_dir / "truth.npz")
+
+    nuts_z = None
+    if cfg.nuts_subset:
+        subset = np.arange(min(cfg.nuts_subset, n))
+        draws = nuts_posterior(problem, params, subset, k_nuts)
+        nuts_mean, nuts_sd = draws.mean(axis=0), draws.std(axis=0)
+        nuts_z = (z_mean[subset] - nuts_mean) / nuts_sd
+        _save_npz(
+            out_dir / "nuts.npz", particle_index=problem.rows[subset], z_draws=draws,
+            svi_z_mean=z_mean[subset], svi_z_sd=z_sd[subset],
+        )  # fmt: skip
+    _save_npz(out_dir / "latents.npz", **latents)
+    logger.info("fit finished: %d particles, final ELBO %.6g", n, elbo[-1])
+    return FitResult(
+        run_dir=out_dir, n_particles=n, n_excluded=problem.n_excluded, z_mean=z_mean,
+        z_sd=z_sd, elbo=elbo, params=params, items_per_s=result.items_per_s,
+        resumed_from=result.resumed_from, nuts_z_score=nuts_z,
+    )  # fmt: skip
+
+
+def _kept_metadata(problem: FitProblem, enc: dict[str, np.ndarray]):
+    """Input metadata restricted to the kept particles (+ refined poses when amortized)."""
+    meta = problem.dataset.metadata
+    if problem.cfg.poses == "amortized":
+        meta = dataclasses.replace(
+            meta,
+            rotations=enc["rotation_mean"].astype(np.float32),
+            shifts=enc["shift_mean"].astype(np.float32),
+        )
+    return meta
