@@ -98,5 +98,55 @@ def inspect(
     console.print(table)
 
 
+# ---- fit ------------------------------------------------------------------------------
+
+
+@app.command()
+def fit(
+    particles: Path = typer.Argument(..., help="Particles with CTF (.star or .cs)."),
+    structure: Path = typer.Option(..., "--structure", help="Reference model (.pdb/.cif)."),
+    out: Path = typer.Option(..., "--out", help="Run folder to write."),
+    config: Path = typer.Option(None, "--config", help="TOML recipe (e.g. models/X.toml)."),
+    topology: Path = typer.Option(None, "--topology", help="Topology (PSF) for elements."),
+    latent_dim: int = typer.Option(None, "--latent-dim", help="Dimension D of z."),
+    poses: str = typer.Option(None, "--poses", help="fixed (from the file) or amortized."),
+    epochs: int = typer.Option(None, "--epochs", help="Passes over the particles."),
+    batch_size: int = typer.Option(None, "--batch-size", help="Particles per step."),
+    coarse_grained: bool = typer.Option(
+        None, "--coarse-grained/--all-atom", help="Residue beads or all atoms in the image."
+    ),
+    n_modes: int = typer.Option(None, "--n-modes", help="ANM modes driven by the decoder."),
+    resolution: float = typer.Option(None, "--resolution", help="Å, highest frequency fitted."),
+    seed: int = typer.Option(None, "--seed", help="Random seed."),
+    resume: bool = typer.Option(False, "--resume", help="Continue from RUN/checkpoints."),
+    force: bool = typer.Option(False, "--force", help="Overwrite a finished run."),
+    progress: bool = typer.Option(True, "--progress/--quiet", help="Show a progress bar."),
+) -> None:
+    """Fit conformations (and poses) of particle images to an atomic reference by SVI."""
+    from atomicspi_bayes.inference import Interrupted
+    from atomicspi_bayes.pipeline import FitConfig, fit as run_fit, read_fit_config
+
+    cfg = read_fit_config(config) if config is not None else FitConfig()
+    cfg = cfg.replace(
+        latent_dim=latent_dim, poses=poses, epochs=epochs, batch_size=batch_size,
+        coarse_grained=coarse_grained, n_modes=n_modes, resolution=resolution, seed=seed,
+        resume=resume or None, force=force or None,
+    )  # fmt: skip
+    try:
+        result = run_fit(particles, structure, out, cfg, topology=topology, progress=progress)
+    except Interrupted as exc:
+        err_console.print(f"stopped: {exc}", markup=False, highlight=False)
+        raise typer.Exit(code=exc.exit_code) from None
+    if result.n_excluded:
+        err_console.print(
+            f"warning: {result.n_excluded} particles with NaN/inf or constant images were "
+            "excluded", markup=False, highlight=False,
+        )  # fmt: skip
+    console.print(
+        f"fit: {result.n_particles} particles, ELBO {result.elbo[0]:.6g} -> "
+        f"{result.elbo[-1]:.6g}, {result.items_per_s:.0f} particles/s; wrote {result.run_dir}"
+    )
+
+
 if __name__ == "__main__":
     main()
