@@ -16,6 +16,7 @@ from atomicspi_bayes.inference import (
     SVIConfig,
     latest_checkpoint,
     make_schedule,
+    process_slice,
     run_svi,
 )
 
@@ -210,3 +211,35 @@ def test_too_many_devices_is_config_error(problem):
     config = SVIConfig(num_steps=2, devices=jax.device_count() + 1)
     with pytest.raises(ConfigError, match="xla_force_host_platform_device_count"):
         run_svi(0, model, guide, batch_fn, config)
+
+
+def test_compile_counter_sees_a_recompile(problem, caplog):
+    """The counter behind ``compilations == 1`` is live: a shape change is caught."""
+    model, guide, batch_fn = problem
+
+    def varying(step):
+        batch = batch_fn(step)
+        return batch if step < 3 else {k: v[:16] for k, v in batch.items()}
+
+    with caplog.at_level("WARNING", logger="atomicspi_bayes.inference.svi"):
+        result = run_svi(0, model, guide, varying, SVIConfig(num_steps=5, learning_rate=1e-2))
+    assert result.compilations == 2
+    assert any("compiled 2 times" in r.getMessage() for r in caplog.records)
+
+
+def test_interrupt_without_checkpoint_folder(problem):
+    model, guide, batch_fn = problem
+
+    def signalling(step):
+        if step == 2:
+            os.kill(os.getpid(), signal.SIGTERM)
+        return batch_fn(step)
+
+    with pytest.raises(Interrupted) as info:
+        run_svi(0, model, guide, signalling, SVIConfig(num_steps=50, learning_rate=1e-2))
+    assert info.value.exit_code == 143 and info.value.checkpoint is None
+    assert "--resume" in str(info.value)
+
+
+def test_process_slice_single_process():
+    assert process_slice(32) == slice(0, 32)

@@ -97,6 +97,7 @@ def test_kill_and_signals_then_resume_is_bit_identical(tmp_path):
         stops.append(last)
         assert last < STEPS, "the run finished before it could be interrupted"
     final = _toy(*common, "--params", str(tmp_path / "resumed.npz"))
+    assert not list(out.glob(".ckpt-tmp-*")), "stale temporary files were not cleaned up"
     assert final["resumed_from"] == stops[-1] and final["steps"] == STEPS
     np.testing.assert_array_equal(np.array(final["losses"]), np.array(ref["losses"]))
     a, b = _params(tmp_path / "ref.npz"), _params(tmp_path / "resumed.npz")
@@ -125,18 +126,13 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.mark.slow
-def test_two_processes_match_single_process(tmp_path):
-    """jax.distributed on 127.0.0.1: two CPU processes, each streaming half of every batch."""
-    model, guide, batch_fn = make_problem(batch_size=32)
-    single = run_svi(0, model, guide, batch_fn, SVIConfig(num_steps=20, learning_rate=1e-2))
-    coordinator = f"127.0.0.1:{_free_port()}"
-    procs = [
+def _launch_pair(coordinator: str, out: Path, *extra: str) -> list[subprocess.Popen]:
+    return [
         subprocess.Popen(
             [
                 sys.executable, str(TOY), "--steps", "20", "--devices", "2",
                 "--coordinator", coordinator, "--num-processes", "2", "--process-id", str(i),
-                "--out", str(tmp_path / "multi"), "--params", str(tmp_path / "multi.npz"),
+                "--out", str(out), *extra,
             ],
             env=_env(),
             stdout=subprocess.PIPE,
@@ -145,11 +141,39 @@ def test_two_processes_match_single_process(tmp_path):
         )
         for i in range(2)
     ]  # fmt: skip
+
+
+@pytest.mark.slow
+def test_two_processes_match_single_process(tmp_path):
+    """jax.distributed on 127.0.0.1: two CPU processes, each streaming half of every batch.
+
+    First SIGTERM reaches process 1 only: both processes must stop after the same step
+    (the stop request travels through the step's all-reduce), process 0 writes the
+    checkpoint, both exit 143. Then both resume to the end; the loss trajectory must match
+    a single-process run within 1e-4 relative.
+    """
+    model, guide, batch_fn = make_problem(batch_size=32)
+    single = run_svi(0, model, guide, batch_fn, SVIConfig(num_steps=20, learning_rate=1e-2))
+    out = tmp_path / "multi"
+
+    procs = _launch_pair(f"127.0.0.1:{_free_port()}", out, "--sleep", "0.05")
+    _wait_for_checkpoint_after(out, 0, procs[0])
+    procs[1].send_signal(signal.SIGTERM)
+    outputs = [p.communicate(timeout=240) for p in procs]
+    for p, (_, err) in zip(procs, outputs, strict=True):
+        assert p.returncode == 143, err[-3000:]
+    stopped = [json.loads(o.strip().splitlines()[-1]) for o, _ in outputs]
+    assert stopped[0]["step"] == stopped[1]["step"] == list_checkpoints(out)[-1][0] < 20
+
+    procs = _launch_pair(
+        f"127.0.0.1:{_free_port()}", out, "--resume", "--params", str(tmp_path / "multi.npz")
+    )
     outputs = [p.communicate(timeout=240) for p in procs]
     for p, (_, err) in zip(procs, outputs, strict=True):
         assert p.returncode == 0, err[-3000:]
     results = [json.loads(o.strip().splitlines()[-1]) for o, _ in outputs]
     assert sorted(r["process"] for r in results) == [0, 1]
+    assert all(r["resumed_from"] == stopped[0]["step"] for r in results)
     ref = single.losses.astype(np.float64)
     for r in results:
         rel = np.abs(np.array(r["losses"]) - ref) / np.abs(ref)
@@ -159,4 +183,4 @@ def test_two_processes_match_single_process(tmp_path):
     for name in a:
         np.testing.assert_allclose(b[name], a[name], rtol=1e-3, atol=1e-5)
     # only process 0 wrote checkpoints, and the final one is complete
-    assert list_checkpoints(tmp_path / "multi")[-1][0] == 20
+    assert list_checkpoints(out)[-1][0] == 20
