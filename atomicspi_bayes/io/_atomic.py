@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import IO
 
 from atomicspi_bayes.errors import InputFormatError
+from atomicspi_bayes.io._errors import one_line
 
 
 def _fsync_dir(folder: Path) -> None:
@@ -34,10 +35,11 @@ def _os_error_message(path: Path, exc: OSError) -> str:
     if exc.errno == errno.ENOSPC:
         return f"{path}: disk full while writing; free space or choose another output folder"
     if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
-        return f"{path}: output folder is not writable ({exc.strerror}); choose another folder"
+        reason = one_line(exc.strerror)
+        return f"{path}: output folder is not writable ({reason}); choose another folder"
     if exc.errno == errno.ENOENT:
         return f"{path}: output folder does not exist; create it first"
-    return f"{path}: cannot write ({exc.strerror or exc})"
+    return f"{path}: cannot write ({one_line(exc.strerror or exc)})"
 
 
 @contextlib.contextmanager

@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from atomicspi_bayes.errors import InputFormatError
+from atomicspi_bayes.io._errors import one_line
 
 __all__ = ["cryodrgn_ctf", "cryodrgn_poses", "load_cryodrgn_pickle"]
 
@@ -92,19 +93,12 @@ def load_cryodrgn_pickle(path: str | os.PathLike, *, allow_pickle: bool):
     try:
         obj = _RestrictedUnpickler(io.BytesIO(data)).load()
     except pickle.UnpicklingError as exc:
-        raise InputFormatError(f"{p}: refused unsafe or invalid pickle ({exc})") from exc
-    except (
-        EOFError,
-        ValueError,
-        TypeError,
-        KeyError,
-        IndexError,
-        AttributeError,
-        MemoryError,
-        OverflowError,
-        UnicodeDecodeError,
-    ) as exc:
-        raise InputFormatError(f"{p}: corrupt pickle ({type(exc).__name__}: {exc})") from exc
+        raise InputFormatError(f"{p}: refused unsafe or invalid pickle ({one_line(exc)})") from exc
+    except Exception as exc:
+        # untrusted bytes drive numpy internals: SystemError, ValueError, TypeError... from C
+        raise InputFormatError(
+            f"{p}: corrupt pickle ({type(exc).__name__}: {one_line(exc)})"
+        ) from exc
     return _check_arrays(obj, p)
 
 

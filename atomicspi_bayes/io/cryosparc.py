@@ -13,11 +13,13 @@ from __future__ import annotations
 
 import logging
 import os
+import tokenize
 from pathlib import Path
 
 import numpy as np
 
 from atomicspi_bayes.errors import InputFormatError
+from atomicspi_bayes.io._errors import one_line
 from atomicspi_bayes.io._paths import dataset_folder, resolve_image_paths
 from atomicspi_bayes.io._rotations import axis_angle_to_matrix
 from atomicspi_bayes.io.metadata import ParticleMetadata
@@ -50,9 +52,20 @@ def load_cs_array(path: str | os.PathLike) -> np.ndarray:
             else:  # pragma: no cover - numpy rejects other versions in read_magic
                 raise ValueError(f"unsupported .npy version {version}")
             offset = fh.tell()
-    except (ValueError, OSError, EOFError, SyntaxError, TypeError) as exc:
+    except (
+        ValueError,
+        OSError,
+        EOFError,
+        SyntaxError,
+        TypeError,
+        KeyError,
+        MemoryError,
+        OverflowError,
+        RecursionError,
+        tokenize.TokenError,
+    ) as exc:  # numpy's header parser
         raise InputFormatError(
-            f"{p}: not a cryoSPARC .cs (NumPy array) file ({exc}); check the path"
+            f"{p}: not a cryoSPARC .cs (NumPy array) file ({one_line(exc)}); check the path"
         ) from exc
     if dtype.hasobject:
         raise InputFormatError(f"{p}: .cs file holds Python objects (pickle); refusing to load")

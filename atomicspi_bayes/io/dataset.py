@@ -94,24 +94,28 @@ class ParticleDataset:
         self._stack_paths = paths
         self._stack_of = stack_of.reshape(-1).astype(np.int64)
         self._headers = []
+        # Per-stack checks, vectorised over particles (no O(particles x stacks) loops).
+        top = np.full(len(paths), -1, dtype=np.int64)
+        np.maximum.at(top, self._stack_of, meta.image_indices)
+        has_box = meta.box_size > 0
         for k, path in enumerate(paths):
             h = read_mrc_header(path)
             self._headers.append(h)
-            sel = self._stack_of == k
-            top = int(meta.image_indices[sel].max())
-            if top >= h.nz:
+            if top[k] >= h.nz:
                 raise InputFormatError(
                     f"{path}: stack holds {h.nz} images but {meta.source} references image "
-                    f"{top + 1}; the metadata and the stack do not match"
+                    f"{top[k] + 1}; the metadata and the stack do not match"
                 )
             if h.nx != h.ny:
                 raise InputFormatError(f"{path}: images are {h.nx}x{h.ny}, not square")
-            known = meta.box_size[sel]
-            known = known[known > 0]
-            if known.size and np.any(known != h.nx):
-                raise InputFormatError(
-                    f"{path}: images are {h.nx} px but {meta.source} says {int(known[0])} px"
-                )
+        hbox = np.array([h.nx for h in self._headers], dtype=np.int64)
+        wrong = has_box & (meta.box_size != hbox[self._stack_of])
+        if wrong.any():
+            i = int(np.flatnonzero(wrong)[0])
+            raise InputFormatError(
+                f"{paths[self._stack_of[i]]}: images are {hbox[self._stack_of[i]]} px but "
+                f"{meta.source} says {int(meta.box_size[i])} px"
+            )
         boxes = {h.nx for h in self._headers}
         if len(boxes) != 1:
             raise InputFormatError(

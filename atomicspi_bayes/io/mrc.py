@@ -20,6 +20,7 @@ import numpy as np
 
 from atomicspi_bayes.errors import InputFormatError
 from atomicspi_bayes.io._atomic import atomic_path
+from atomicspi_bayes.io._errors import one_line
 
 __all__ = ["ImageStack", "MrcHeader", "new_stack", "open_stack", "read_mrc_header", "write_stack"]
 
@@ -116,7 +117,7 @@ def read_mrc_header(path: str | os.PathLike) -> MrcHeader:
         with open(p, "rb") as fh:
             head = fh.read(HEADER_BYTES)
     except OSError as exc:
-        raise InputFormatError(f"{p}: cannot read ({exc.strerror or exc})") from exc
+        raise InputFormatError(f"{p}: cannot read ({one_line(exc.strerror or exc)})") from exc
     _sniff_non_mrc(p, head)
     if size == 0:
         raise InputFormatError(f"{p}: empty file, not an MRC file")

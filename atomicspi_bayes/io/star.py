@@ -12,12 +12,14 @@ from __future__ import annotations
 import logging
 import os
 import re
+import warnings
 from pathlib import Path
 
 import numpy as np
 
 from atomicspi_bayes.errors import InputFormatError
 from atomicspi_bayes.io._atomic import atomic_open
+from atomicspi_bayes.io._errors import one_line
 from atomicspi_bayes.io._paths import dataset_folder, resolve_image_paths
 from atomicspi_bayes.io._rotations import euler_to_matrix, matrix_to_euler
 from atomicspi_bayes.io.metadata import ParticleMetadata
@@ -64,12 +66,14 @@ def _read_blocks(path: Path) -> dict:
     import starfile
 
     try:
-        blocks = starfile.read(path, always_dict=True)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            blocks = starfile.read(path, always_dict=True)
     except OSError as exc:
-        raise InputFormatError(f"{path}: cannot read ({exc.strerror or exc})") from exc
+        raise InputFormatError(f"{path}: cannot read ({one_line(exc.strerror or exc)})") from exc
     except (ValueError, KeyError, IndexError, TypeError, AttributeError, UnicodeDecodeError) as e:
         raise InputFormatError(
-            f"{path}: not a readable STAR file ({type(e).__name__}: {e}); check the file"
+            f"{path}: not a readable STAR file ({type(e).__name__}: {one_line(e)}); check the file"
         ) from e
     if not blocks:
         raise InputFormatError(f"{path}: no data blocks; not a STAR file")
@@ -270,6 +274,7 @@ def read_star(
         raise InputFormatError(f"{p}: rlnImageSize must be a positive integer")
 
     has_ctf = cols.has("rlnDefocusU")
+    amp_defaulted = False
     voltage, cs, amp = (
         cols.get(k) for k in ("rlnVoltage", "rlnSphericalAberration", "rlnAmplitudeContrast")
     )
@@ -282,7 +287,7 @@ def read_star(
                 f"{p}: CTF columns need {', '.join(missing)} (particles or data_optics)"
             )
         if amp is None:  # RELION 3.0 refinements may omit it; cryoDRGN's default (w=0.1)
-            log.warning("%s: no rlnAmplitudeContrast; using %.2f", p, DEFAULT_AMPLITUDE_CONTRAST)
+            amp_defaulted = True
             amp = np.full(n, DEFAULT_AMPLITUDE_CONTRAST)
         dfu = cols.get("rlnDefocusU")
         dfv = cols.get("rlnDefocusV")
@@ -317,6 +322,8 @@ def read_star(
     if rotations is None and shifts is not None:
         rotations = None  # a pose needs angles; shifts alone (re-centring) are kept
 
+    if amp_defaulted:  # logged last, so an error above stays the only line printed
+        log.warning("%s: no rlnAmplitudeContrast; using %.2f", p, DEFAULT_AMPLITUDE_CONTRAST)
     table = particles
     table.attrs["optics"] = optics
     f32 = np.float32

@@ -22,6 +22,7 @@ from __future__ import annotations
 import logging
 import os
 import struct
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,6 +30,7 @@ import numpy as np
 
 from atomicspi_bayes.errors import InputFormatError
 from atomicspi_bayes.io._atomic import atomic_open
+from atomicspi_bayes.io._errors import one_line
 from atomicspi_bayes.structure.atomic_model import AtomicModel
 
 __all__ = ["load_structure", "load_trajectory", "write_multimodel_pdb"]
@@ -321,7 +323,9 @@ def _parse_cif_atoms(path: Path) -> _RawAtoms:
     try:
         st = gemmi.read_structure(str(path))
     except (RuntimeError, ValueError) as exc:
-        raise InputFormatError(f"{path}: unreadable mmCIF ({exc}); check the file") from exc
+        raise InputFormatError(
+            f"{path}: unreadable mmCIF ({one_line(exc)}); check the file"
+        ) from exc
     if len(st) == 0:
         raise InputFormatError(f"{path}: no models in the mmCIF file")
     coords, names, res_names, elements, bfac = [], [], [], [], []
@@ -362,12 +366,14 @@ def _md_load(path: Path, **kwargs):
     import mdtraj as md
 
     try:
-        return md.load(str(path), **kwargs)
+        with warnings.catch_warnings():  # its guesses about malformed lines are not ours to print
+            warnings.simplefilter("ignore")
+            return md.load(str(path), **kwargs)
     except OSError as exc:
-        raise InputFormatError(f"{path}: cannot read ({exc})") from exc
+        raise InputFormatError(f"{path}: cannot read ({one_line(exc)})") from exc
     except _PARSER_ERRORS as exc:
         raise InputFormatError(
-            f"{path}: unreadable by mdtraj ({type(exc).__name__}: {exc}); check the file"
+            f"{path}: unreadable by mdtraj ({type(exc).__name__}: {one_line(exc)}); check the file"
         ) from exc
 
 
@@ -375,14 +381,16 @@ def _md_topology(path: Path):
     import mdtraj as md
 
     try:
-        if _suffix(path) in _PDB_SUFFIXES + _CIF_SUFFIXES:
-            return md.load(str(path)).topology
-        return md.load_topology(str(path))
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            if _suffix(path) in _PDB_SUFFIXES + _CIF_SUFFIXES:
+                return md.load(str(path)).topology
+            return md.load_topology(str(path))
     except OSError as exc:
-        raise InputFormatError(f"{path}: cannot read topology ({exc})") from exc
+        raise InputFormatError(f"{path}: cannot read topology ({one_line(exc)})") from exc
     except _PARSER_ERRORS as exc:
         raise InputFormatError(
-            f"{path}: unreadable topology ({type(exc).__name__}: {exc}); check the file"
+            f"{path}: unreadable topology ({type(exc).__name__}: {one_line(exc)}); check the file"
         ) from exc
 
 
