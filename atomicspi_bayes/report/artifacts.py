@@ -152,7 +152,7 @@ class RunArtifacts:
         run_dir: the run directory.
         dataset: dataset summary or ``None``.
         config: parsed ``config.toml`` or ``None``.
-        loss: ``(T,)`` per-step loss (negative ELBO) or ``None``.
+        elbo: ``(T,)`` ELBO per optimisation step (``elbo.npy``, = -loss) or ``None``.
         latents, truth, landscape, ensemble, calibration: see the classes above.
         kinetics: parsed ``kinetics/kinetics.json`` or ``None``.
         diagnostics: ``{file name: parsed JSON or CSV rows}`` from ``diagnostics/``.
@@ -163,7 +163,7 @@ class RunArtifacts:
     run_dir: Path
     dataset: DatasetSummary | None = None
     config: dict[str, Any] | None = None
-    loss: np.ndarray | None = None
+    elbo: np.ndarray | None = None
     latents: Latents | None = None
     truth: Truth | None = None
     landscape: Landscape | None = None
@@ -305,18 +305,18 @@ def _read_dataset(run_dir: Path, config: dict[str, Any] | None) -> DatasetSummar
     return None
 
 
-def _read_loss(run_dir: Path) -> np.ndarray | None:
+def _read_elbo(run_dir: Path) -> np.ndarray | None:
     path = run_dir / "elbo.npy"
     if not path.is_file():
         return None
     try:
-        loss = np.load(path, allow_pickle=False)
+        elbo = np.load(path, allow_pickle=False)
     except (OSError, ValueError, EOFError) as exc:
         raise _bad(path, f"not a readable .npy array ({exc})", "re-run `atomicspi fit`") from None
-    loss = np.asarray(loss, dtype=np.float64).reshape(-1)
-    if loss.size == 0:
-        raise _bad(path, "empty loss trace", "re-run `atomicspi fit`")
-    return loss
+    elbo = np.asarray(elbo, dtype=np.float64).reshape(-1)
+    if elbo.size == 0:
+        raise _bad(path, "empty ELBO trace", "re-run `atomicspi fit`")
+    return elbo
 
 
 def _read_latents(run_dir: Path) -> Latents | None:
@@ -641,7 +641,7 @@ def scan_run(run_dir: str | Path) -> RunArtifacts:
         run_dir=run_dir,
         dataset=_read_dataset(run_dir, config),
         config=config,
-        loss=_read_loss(run_dir),
+        elbo=_read_elbo(run_dir),
         latents=latents,
         truth=_read_truth(run_dir, latents),
         landscape=_read_landscape(run_dir),

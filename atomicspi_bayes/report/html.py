@@ -191,17 +191,17 @@ def _section_dataset(art: RunArtifacts) -> Section:
 
 
 def _section_elbo(art: RunArtifacts) -> Section:
-    if art.loss is None:
+    if art.elbo is None:
         return Section(
             "elbo",
             "Optimisation (ELBO)",
             _not_run("no elbo.npy in the run", "atomicspi fit ... --out RUN"),
             False,
         )
-    fig = plots.elbo_figure(art.loss)
+    fig = plots.elbo_figure(art.elbo)
     cap = (
-        "Loss is the negative evidence lower bound per step (lower is better); the right panel"
-        " zooms into the second half to show whether the fit has levelled off."
+        "Evidence lower bound per step (higher is better); the right panel zooms into the "
+        "second half to show whether the fit has levelled off."
     )
     return Section("elbo", "Optimisation (ELBO)", _figure_html(fig, "ELBO trace", cap), True)
 

@@ -61,25 +61,26 @@ def spearman_rho(x: np.ndarray, y: np.ndarray) -> float:
     return float(stats.spearmanr(x[ok], y[ok]).statistic)
 
 
-def elbo_figure(loss: np.ndarray) -> Figure:
-    """Loss (negative ELBO) per optimisation step: full trace and the last half, smoothed.
+def elbo_figure(elbo: np.ndarray) -> Figure:
+    """ELBO per optimisation step (higher is better): full trace and the last half, smoothed.
 
     Args:
-        loss: ``(T,)`` loss per step in nats (non-finite steps are skipped and counted).
+        elbo: ``(T,)`` evidence lower bound per step in nats (``RUN/elbo.npy``, = -loss);
+            non-finite steps are skipped and counted.
     """
-    loss = np.asarray(loss, dtype=np.float64).reshape(-1)
-    steps = np.arange(loss.size)
-    ok = np.isfinite(loss)
+    elbo = np.asarray(elbo, dtype=np.float64).reshape(-1)
+    steps = np.arange(elbo.size)
+    ok = np.isfinite(elbo)
     fig = _figure(10.0, 3.4)
     ax_full, ax_tail = fig.subplots(1, 2)
-    x, y = steps[ok], loss[ok]
+    x, y = steps[ok], elbo[ok]
     smooth = running_mean(y, max(1, y.size // 50)) if y.size else y
     ax_full.plot(x, y, color=_LIGHT, linewidth=0.8, label="per step")
     ax_full.plot(x, smooth, color=_BLUE, linewidth=1.8, label="running mean")
-    if y.size and np.all(y > 0) and y.max() / max(y.min(), 1e-300) > 100:
-        ax_full.set_yscale("log")
+    if y.size and np.all(y < 0) and y.min() / min(y.max(), -1e-300) > 100:
+        ax_full.set_yscale("symlog", linthresh=float(-y.max()))
     ax_full.set_xlabel("optimisation step")
-    ax_full.set_ylabel("loss = −ELBO (nats)")
+    ax_full.set_ylabel("ELBO (nats, higher is better)")
     ax_full.set_title("whole run", fontsize=10)
     ax_full.legend(fontsize=8, frameon=False)
     half = x.size // 2
@@ -90,15 +91,15 @@ def elbo_figure(loss: np.ndarray) -> Figure:
         lo, hi = np.percentile(yt, [1, 99])
         pad = 0.1 * (hi - lo) if hi > lo else 1.0
         ax_tail.set_ylim(lo - pad, hi + pad)
-        ax_tail.set_title(f"second half (final running mean {st[-1]:.4g} nats)", fontsize=10)
+        ax_tail.set_title(f"second half (final running mean {st[-1]:.5g} nats)", fontsize=10)
     ax_tail.set_xlabel("optimisation step")
-    ax_tail.set_ylabel("loss (nats)")
+    ax_tail.set_ylabel("ELBO (nats)")
     for ax in (ax_full, ax_tail):
         _tidy(ax)
         ax.xaxis.set_major_locator(MaxNLocator(integer=True, nbins=6))
     bad = int((~ok).sum())
     fig.suptitle(
-        f"Optimisation: {loss.size:,} steps" + (f" ({bad} non-finite skipped)" if bad else ""),
+        f"Optimisation: {elbo.size:,} steps" + (f" ({bad} non-finite skipped)" if bad else ""),
         fontsize=11,
     )
     return fig

@@ -115,7 +115,7 @@ def write_fake_run(
     if "elbo" in parts:
         t = np.arange(600)
         loss = 2.0e4 * np.exp(-t / 60.0) + 1.5e3 + rng.normal(0, 60.0, t.size)
-        np.save(run_dir / "elbo.npy", loss.astype(np.float32))
+        np.save(run_dir / "elbo.npy", -loss.astype(np.float32))  # ELBO = -loss
     if "latents" in parts:
         z1 = -2.0 * (position[index] - 0.5) + rng.normal(0, 0.12, n_fit)
         z2 = rng.normal(0, 1.0, n_fit)

@@ -50,10 +50,11 @@ def test_spearman_matches_scipy_and_handles_degenerate_input():
 
 def test_elbo_figure_labels_and_png():
     t = np.arange(500.0)
-    loss = 1e4 * np.exp(-t / 50) + 100 + np.sin(t)
-    loss[10] = np.nan
-    fig = plots.elbo_figure(loss)
-    assert all("step" in xl and "nats" in yl for xl, yl in _labels(fig))
+    elbo = -(1e4 * np.exp(-t / 50) + 100 + np.sin(t))
+    elbo[10] = np.nan
+    fig = plots.elbo_figure(elbo)
+    assert all("step" in xl and "ELBO (nats" in yl for xl, yl in _labels(fig))
+    assert fig.axes[0].get_yscale() == "symlog"  # spans two decades
     assert "1 non-finite" in fig._suptitle.get_text()
     png = plots.figure_png(fig)
     assert png[:8] == PNG_MAGIC
