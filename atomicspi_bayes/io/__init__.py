@@ -4,7 +4,8 @@ Public API (units: Å, radians, kV, mm for Cs; poses are RELION's A and origins 
 see SCIENCE.md §3, §5):
 
 - ``read_particles(path, *, allow_outside_paths=False, data_dir=None, passthrough=None,
-  fallback_pixel_size=None) -> ParticleMetadata`` (``.star`` RELION 3.0-5, ``.cs`` cryoSPARC)
+  fallback_pixel_size=None) -> ParticleMetadata`` (``.star`` RELION 3.0-5, ``.cs`` cryoSPARC,
+  ``.txt`` cryoDRGN list of stacks via ``read_stack_list``)
 - ``read_star(path, *, allow_outside_paths=False, data_dir=None, fallback_pixel_size=None)``
 - ``read_cryosparc(path, *, passthrough=None, allow_outside_paths=False, data_dir=None)``
 - ``write_star(path, metadata, extra_columns: dict[str, (N,) | (N, D) array] | None = None)``:
@@ -50,6 +51,7 @@ _EXPORTS = {
     "load_cryodrgn_pickle": "cryodrgn",
     "read_cryosparc": "cryosparc",
     "read_particles": "particles",
+    "read_stack_list": "particles",
     "subset_metadata": "particles",
     "read_star": "star",
     "write_star": "star",

@@ -11,7 +11,7 @@ from atomicspi_bayes.errors import InputFormatError
 
 __all__ = ["summarize"]
 
-_PARTICLE_SUFFIXES = (".star", ".cs")
+_PARTICLE_SUFFIXES = (".star", ".cs", ".txt")
 _IMAGE_SUFFIXES = (".mrc", ".mrcs", ".map", ".ccp4", ".st", ".ali")
 _STRUCTURE_SUFFIXES = (".pdb", ".ent", ".cif", ".mmcif", ".pdbx")
 

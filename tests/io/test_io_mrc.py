@@ -63,6 +63,21 @@ def test_haadf_extended_header_is_skipped():
     np.testing.assert_array_equal(open_stack(path)[0], raw.astype(np.float32))
 
 
+def test_hand5_is_the_first_five_of_hand():
+    np.testing.assert_array_equal(
+        open_stack(CRYODRGN / "hand.5.mrcs")[:], open_stack(CRYODRGN / "hand.mrcs")[:5]
+    )
+
+
+def test_volume_and_movie_headers_parse():
+    emd = read_mrc_header(SHARED / "mrcfile" / "EMD-3197.map")
+    assert (emd.nx, emd.ny, emd.nz, emd.mode, emd.ispg, emd.nsymbt) == (20, 20, 20, 2, 1, 0)
+    assert emd.pixel_size == pytest.approx(11.4)
+    movie = read_mrc_header(SHARED / "rosettasciio" / "Custom_movie.mrc")
+    assert (movie.nx, movie.ny, movie.nz, movie.mode, movie.ispg) == (16, 16, 30, 6, 1)
+    assert movie.pixel_size is None  # CELLA is negative in this file: no usable pixel size
+
+
 def test_permuted_axes_and_int8_headers_parse():
     h = read_mrc_header(SHARED / "gemmi" / "5i55_tiny.ccp4")
     assert (h.nx, h.ny, h.nz, h.mode, h.ispg, h.nsymbt) == (8, 6, 10, 2, 4, 160)

@@ -216,9 +216,26 @@ def test_data_dir_changes_the_base(tmp_path):
 def test_unknown_extension_and_missing(tmp_path):
     with pytest.raises(InputFormatError, match="not found"):
         read_particles(tmp_path / "x.star")
-    (tmp_path / "x.txt").write_text("x")
+    (tmp_path / "x.dat").write_text("x")
     with pytest.raises(InputFormatError, match="unknown particle file extension"):
-        read_particles(tmp_path / "x.txt")
+        read_particles(tmp_path / "x.dat")
+
+
+def test_cryodrgn_txt_stack_list(tmp_path):
+    m = read_particles(CRYODRGN / "toy_projections.txt")
+    assert len(m) == 1000 and not m.has_ctf and not m.has_poses
+    np.testing.assert_array_equal(m.box_size, 30)
+    np.testing.assert_allclose(m.pixel_size, 1.0)
+    np.testing.assert_array_equal(m.image_indices, np.arange(1000))
+    star = read_particles(CRYODRGN / "toy_projections.star")
+    np.testing.assert_array_equal(m.image_paths, star.image_paths)
+    bad = tmp_path / "l.txt"
+    bad.write_text("../x.mrcs\n")
+    with pytest.raises(InputFormatError, match="outside the dataset folder"):
+        read_particles(bad)
+    bad.write_text("# only a comment\n")
+    with pytest.raises(InputFormatError, match="no image stacks"):
+        read_particles(bad)
 
 
 # ---- writer ------------------------------------------------------------------------------
