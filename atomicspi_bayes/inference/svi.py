@@ -271,7 +271,7 @@ def _progress(enabled: bool, total: int, done: int) -> Iterator[Callable[..., No
         TextColumn("SVI"),
         BarColumn(),
         MofNCompleteColumn(),
-        TextColumn("loss {task.fields[loss]:.5g}"),
+        TextColumn("-ELBO {task.fields[loss]:.5g}"),
         TextColumn("{task.fields[rate]:.0f} items/s"),
         TimeElapsedColumn(),
         TimeRemainingColumn(),
@@ -434,7 +434,9 @@ def run_svi(
         ConfigError: inconsistent settings, existing checkpoints without resume/overwrite,
             a checkpoint written with another fingerprint, unwritable checkpoint folder.
         ConvergenceError: NaN/inf loss or parameters (names the step and batch indices).
-        Interrupted: SIGINT/SIGTERM received; a checkpoint was written first.
+        Interrupted: SIGINT/SIGTERM received; a checkpoint was written first. (Signals are
+            handled only when ``run_svi`` is called from the main thread; the previous
+            handlers are restored on return.)
     """
     t_start = time.perf_counter()
     key = _as_raw_key(key)
@@ -485,7 +487,7 @@ def run_svi(
     state = placement.state_to_device(state)
 
     step_fn = _make_step(svi, placement)
-    last_ckpt: Path | None = None
+    last_ckpt: Path | None = existing[-1][1] if resumed_from is not None else None
     saved_at = start if resumed_from is not None else -1
 
     def save(st: Any, n_done: int) -> None:
@@ -507,6 +509,7 @@ def run_svi(
             last_ckpt = ckpt_dir / f"ckpt_{n_done:09d}.npz"
 
     items_per_step = 0
+    rate = 0.0
     t_first_done: float | None = None
     steps_timed = 0
     stopper = _StopRequest()
@@ -579,7 +582,7 @@ def run_svi(
             inflight = dispatched
             if inflight is None:
                 break
-        bar(len(losses), losses[-1] if losses else float("nan"), 0.0, force=True)
+        bar(len(losses), losses[-1] if losses else float("nan"), rate, force=True)
 
     if saved_at != config.num_steps:
         save(state, config.num_steps)

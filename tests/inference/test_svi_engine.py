@@ -158,6 +158,7 @@ def test_resume_of_finished_run_returns_it(problem, reference):
     out = reference.checkpoint.parent
     again = run_svi(0, model, guide, batch_fn, CONFIG, checkpoint_dir=out, resume=True)
     assert again.resumed_from == STEPS and again.steps == STEPS
+    assert again.checkpoint == reference.checkpoint
     _assert_identical(again.params, reference.params)
 
 
