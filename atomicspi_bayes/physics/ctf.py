@@ -13,6 +13,8 @@ import jax.numpy as jnp
 import numpy as np
 from jax import Array
 
+from atomicspi_bayes.physics._fastmath import fast_exp, fast_sin
+
 __all__ = ["CTFParams", "ctf", "electron_wavelength", "interaction_constant"]
 
 # CODATA 2018 (exact SI values where defined)
@@ -121,12 +123,18 @@ def ctf(freqs: Array, params: CTFParams) -> Array:
     """
     kx, ky = freqs[..., 0], freqs[..., 1]
     k2 = kx * kx + ky * ky
+    # cos 2(θ - θa) without atan2: cos2θ = (kx² - ky²)/k², sin2θ = 2 kx ky / k²
+    safe = jnp.where(k2 > 0, k2, 1.0)
+    cos2t = jnp.where(k2 > 0, (kx * kx - ky * ky) / safe, 1.0)
+    sin2t = jnp.where(k2 > 0, 2.0 * kx * ky / safe, 0.0)
+    ang = jnp.asarray(params.defocus_angle)
+    cos2d = cos2t * jnp.cos(2.0 * ang) + sin2t * jnp.sin(2.0 * ang)
     lam = electron_wavelength(params.voltage_kv)
     cs = jnp.asarray(params.cs_mm) * 1e7  # mm -> Å
-    theta = jnp.arctan2(ky, kx)
     du, dv = jnp.asarray(params.defocus_u), jnp.asarray(params.defocus_v)
-    dz = 0.5 * ((du + dv) + (du - dv) * jnp.cos(2.0 * (theta - params.defocus_angle)))
+    dz = 0.5 * ((du + dv) + (du - dv) * cos2d)
     chi = jnp.pi * lam * dz * k2 - 0.5 * jnp.pi * cs * lam**3 * k2 * k2 + params.phase_shift
     amp = jnp.asarray(params.amplitude_contrast)
-    value = jnp.sqrt(1.0 - amp * amp) * jnp.sin(chi) + amp * jnp.cos(chi)
-    return value * jnp.exp(-0.25 * params.bfactor * k2) * params.scale
+    # sqrt(1-A²) sin χ + A cos χ = sin(χ + atan2(A, sqrt(1-A²)))
+    value = fast_sin(chi + jnp.arctan2(amp, jnp.sqrt(1.0 - amp * amp)))
+    return value * fast_exp(-0.25 * params.bfactor * k2) * params.scale
