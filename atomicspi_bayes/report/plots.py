@@ -74,7 +74,7 @@ def elbo_figure(elbo: np.ndarray) -> Figure:
     fig = _figure(10.0, 3.4)
     ax_full, ax_tail = fig.subplots(1, 2)
     x, y = steps[ok], elbo[ok]
-    smooth = running_mean(y, max(1, y.size // 50)) if y.size else y
+    smooth = running_mean(y, max(2, y.size // 25)) if y.size else y
     ax_full.plot(x, y, color=_LIGHT, linewidth=0.8, label="per step")
     ax_full.plot(x, smooth, color=_BLUE, linewidth=1.8, label="running mean")
     if y.size and np.all(y < 0) and y.min() / min(y.max(), -1e-300) > 100:
@@ -132,7 +132,7 @@ def latent_truth_figure(
     n, d = z_mean.shape
     rhos = [spearman_rho(truth, z_mean[:, j]) for j in range(d)]
     shown = min(d, max_dims)
-    fig = _figure(min(4.2 * shown + 0.6, 13.0), 3.8)
+    fig = _figure(min(max(4.2 * shown + 0.6, 7.5), 13.0), 4.0)
     axes = np.atleast_1d(fig.subplots(1, shown))
     xlabel = {
         "path_position": "true position along the path (0 → 1)",
@@ -161,8 +161,8 @@ def latent_truth_figure(
         _tidy(ax)
     best = int(np.nanargmax(np.abs(rhos))) if np.any(np.isfinite(rhos)) else 0
     fig.suptitle(
-        f"Latent vs truth, {n:,} particles (best |ρ| = {abs(rhos[best]):.3f} on z$_{best + 1}$;"
-        " the sign of a latent is arbitrary)",
+        f"Latent vs truth, {n:,} particles: best |ρ| = {abs(rhos[best]):.3f} (z$_{best + 1}$)\n"
+        "the sign of a latent is arbitrary",
         fontsize=11,
     )
     return fig, rhos
@@ -315,17 +315,21 @@ def snapshots_figure(
         vmax = float(snaps.images[r].max()) or 1.0
         for c in range(k):
             axes[r, c].imshow(snaps.images[r, c], cmap="gray_r", vmin=0, vmax=vmax, extent=ext)
+    diff_label = "face view − first model"
     if k > 1:
         diff = snaps.images[0] - snaps.images[0, :1]
         lim = float(np.abs(diff).max()) or 1.0
+        peak = float(snaps.images[0].max()) or 1.0
+        diff_label += f"\n(colour range ±{100 * lim / peak:.2g} % of peak)"
         for c in range(k):
             axes[v, c].imshow(diff[c], cmap="RdBu_r", vmin=-lim, vmax=lim, extent=ext)
     for c in range(k):
         title = labels[c]
         if rmsd_in_angstroms is not None:
-            title += f"\nRMSD {rmsd_in_angstroms[c]:.1f} Å"
+            r = float(rmsd_in_angstroms[c])
+            title += f"\nRMSD {r:.1f} Å" if r >= 1 or r == 0 else f"\nRMSD {r:.2g} Å"
         axes[0, c].set_title(title, fontsize=9)
-    row_names = [*snaps.view_labels, "face view − first model"][:rows]
+    row_names = [*snaps.view_labels, diff_label][:rows]
     for r in range(rows):
         axes[r, 0].set_ylabel(row_names[r], fontsize=8)
         for c in range(k):
