@@ -49,7 +49,8 @@ def initialize_distributed(
         process_id: this process's rank in [0, P).
         local_device_ids: optional subset of local devices this process drives.
 
-    On CPU the gloo collectives are selected, so that cross-process all-reduces work.
+    The CPU backend's cross-process collectives are set to gloo, so that the all-reduces
+    also work on CPU-only machines (tested with 2 processes on 127.0.0.1).
     """
     if num_processes < 1 or not 0 <= process_id < num_processes:
         raise ConfigError(
@@ -57,10 +58,9 @@ def initialize_distributed(
         )
     if ":" not in coordinator:
         raise ConfigError(f"coordinator={coordinator!r}: expected 'host:port'")
-    if jax.config.jax_platforms in (None, "", "cpu") or str(jax.config.jax_platforms).startswith(
-        "cpu"
-    ):
-        jax.config.update("jax_cpu_collectives_implementation", "gloo")
+    # Cross-process collectives of the CPU backend (harmless on GPU nodes: it only
+    # configures the CPU client). Must be set before any backend is created.
+    jax.config.update("jax_cpu_collectives_implementation", "gloo")
     jax.distributed.initialize(
         coordinator_address=coordinator,
         num_processes=num_processes,
