@@ -9,7 +9,8 @@ API::
             resume=False, overwrite=False, fingerprint="", loss=None, optimizer=None,
             init_params=None) -> SVIResult
         batch_fn(step: int) -> pytree of arrays, deterministic in step, fixed shapes; leaves
-        with ndim >= 1 have the batch axis first; a dict batch may hold "indices" (B,) ints.
+        with ndim >= 1 have the batch axis first; "indices" (B,) ints (dict key or NamedTuple
+        field) are named in NaN errors.
         SVIResult: params, losses (num_steps,), steps, wall_time_s, steps_per_s,
         items_per_s, compilations, resumed_from, checkpoint, state.
         Raises ConfigError, ConvergenceError (NaN/inf; names step and indices) and

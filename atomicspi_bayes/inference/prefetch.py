@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import queue
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import numpy as np
@@ -14,15 +14,24 @@ __all__ = ["Prefetcher"]
 _POLL_S = 0.05
 
 
+def batch_indices(batch: Any) -> np.ndarray | None:
+    """Host copy of a batch's ``indices`` (mapping key or attribute, e.g. a NamedTuple
+    field), or None when it has none."""
+    if isinstance(batch, Mapping):
+        value = batch.get("indices")
+    else:
+        value = getattr(batch, "indices", None)
+    return None if value is None else np.array(value, copy=True)
+
+
 class Prefetcher:
     """Yield ``(step, indices, device_batch)`` for ``step`` in ``[start, stop)``, in order.
 
     ``batch_fn(step)`` (host pytree) and ``to_device(batch)`` run on one background thread,
-    at most ``depth`` batches ahead. ``indices`` is a host copy of the batch's ``"indices"``
-    leaf when the batch is a mapping that has one (used to name particles in errors), else
-    None. An exception raised by ``batch_fn`` is re-raised by :meth:`get` in the caller's
-    thread. ``depth == 0`` loads synchronously in :meth:`get`. Use as a context manager so
-    the thread is stopped on every exit path.
+    at most ``depth`` batches ahead. ``indices`` is :func:`batch_indices` of the batch (used
+    to name particles in errors). An exception raised by ``batch_fn`` is re-raised by
+    :meth:`get` in the caller's thread. ``depth == 0`` loads synchronously in :meth:`get`.
+    Use as a context manager so the thread is stopped on every exit path.
     """
 
     def __init__(
@@ -44,9 +53,7 @@ class Prefetcher:
 
     def _load(self, step: int) -> tuple[int, np.ndarray | None, Any]:
         batch = self._batch_fn(step)
-        indices = None
-        if isinstance(batch, dict) and "indices" in batch:
-            indices = np.array(batch["indices"], copy=True)
+        indices = batch_indices(batch)
         return step, indices, self._to_device(batch)
 
     def _worker(self) -> None:

@@ -413,9 +413,10 @@ def run_svi(
         batch_fn: ``batch_fn(step) -> pytree of arrays`` for ``step`` in ``[0, num_steps)``,
             deterministic in ``step``, same shapes and dtypes at every step. Leaves with
             ndim >= 1 have the batch axis first (split over devices); 0-d leaves are
-            replicated. A dict batch may carry an ``"indices"`` leaf (B,) int, the dataset
-            rows of the batch, named in NaN errors. In a multi-process job it returns this
-            process's rows only (see :func:`process_slice`).
+            replicated. A batch with ``indices`` (B,) int (dict key or attribute, e.g. a
+            NamedTuple field), the dataset rows of the batch, has them named in NaN
+            errors. In a multi-process job it returns this process's rows only (see
+            :func:`process_slice`).
         config: :class:`SVIConfig`.
         checkpoint_dir: folder for checkpoints (None: no checkpoints, no resume).
         resume: continue from the newest checkpoint in ``checkpoint_dir`` (fresh start when

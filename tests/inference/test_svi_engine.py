@@ -244,3 +244,30 @@ def test_interrupt_without_checkpoint_folder(problem):
 
 def test_process_slice_single_process():
     assert process_slice(32) == slice(0, 32)
+
+
+def test_nan_guard_names_indices_of_namedtuple_batch():
+    """Batches may be NamedTuples (as the cryo-EM model's ParticleBatch) with ``indices``."""
+    from typing import NamedTuple
+
+    class Batch(NamedTuple):
+        indices: np.ndarray
+        y: np.ndarray
+
+    model, guide, batch_fn = make_problem(batch_size=32, nan_at_step=2)
+
+    def as_tuple(step):
+        b = batch_fn(step)
+        return Batch(indices=b["indices"], y=b["y"])
+
+    def tuple_model(batch):
+        model({"y": batch.y})
+
+    def tuple_guide(batch):
+        guide({"y": batch.y})
+
+    bad = batch_fn(2)["indices"].tolist()
+    config = SVIConfig(num_steps=5, learning_rate=1e-2)
+    with pytest.raises(ConvergenceError, match=r"at step 2; batch items") as info:
+        run_svi(0, tuple_model, tuple_guide, as_tuple, config)
+    assert str(bad[:8])[1:-1] in str(info.value)
