@@ -248,9 +248,10 @@ def _section_ensemble(art: RunArtifacts) -> Section:
     fig = plots.snapshots_figure(snaps, [ens.labels[i] for i in shown], rmsd)
     cap = (
         f"{len(shown)} of {ens.coords.shape[0]} models of <code>ensemble.pdb</code>, projected "
-        "along two principal axes of the mean structure (same frame for every model); bottom "
-        "row: difference to the first model (red = mass gained, blue = mass lost). RMSD is "
-        "to the first model, without superposition."
+        "along two principal axes of the mean structure (same frame for every model) with the "
+        "fit's simulator (Peng factors, no CTF, 2 Å blur); bottom row: difference to the first "
+        "model (red = potential gained, blue = lost). RMSD is to the first model, without "
+        "superposition."
     )
     return Section("ensemble", title, _figure_html(fig, "ensemble projections", cap), True)
 

@@ -6,8 +6,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-#: Relative splat weight by element (≈ electron scattering at low resolution; unknown -> C).
-_ELEMENT_WEIGHT = {"H": 0.2, "C": 1.0, "N": 0.9, "O": 0.8, "P": 2.2, "S": 2.0}
+from atomicspi_bayes.physics.cryoem import Scatterers, fourier_to_image, project_batch
 
 
 @dataclass(frozen=True)
@@ -15,7 +14,7 @@ class SnapshotImages:
     """Projections of K structures seen from V views.
 
     Attributes:
-        images: ``(V, K, L, L)`` float32 projected density (arbitrary units, row 0 = top).
+        images: ``(V, K, L, L)`` float32 projected potential in V·Å per pixel (row 0 = top).
         pixel_size: Å per pixel.
         view_labels: ``(V,)`` captions of the views.
         model_index: ``(K,)`` index of each shown model in the ensemble file.
@@ -53,49 +52,57 @@ def render_snapshots(
     box: int = 96,
     blur_in_angstroms: float = 2.0,
 ) -> SnapshotImages:
-    """Render each structure as a projected Gaussian density from two principal views.
+    """Projected Coulomb potential of each structure, seen from two principal views.
 
-    Every model is seen in the same frame (principal axes of the ensemble mean, centred on
-    its centroid), so differences between panels are conformational motion. Each atom is a
-    2-D Gaussian of width ``blur_in_angstroms`` weighted by element (H light, S/P heavy).
+    Uses the simulator of the fit (:func:`atomicspi_bayes.physics.cryoem.project_batch`,
+    Peng scattering factors, no CTF) with an extra B-factor ``8π² blur²`` so that the
+    panels read as low-resolution density. Every model is seen in the same frame (principal
+    axes of the ensemble mean, centred on its centroid), so differences between panels are
+    conformational motion.
 
     Args:
         coords: ``(K, N, 3)`` coordinates in Å.
-        elements: ``(N,)`` element symbols, or ``None`` (all carbon).
+        elements: ``(N,)`` element symbols, or ``None`` (all carbon, e.g. Cα traces).
         max_models: at most this many models are shown, evenly spaced, ends included.
         box: image side length in pixels.
-        blur_in_angstroms: Gaussian standard deviation per atom in Å.
+        blur_in_angstroms: extra Gaussian standard deviation per atom in Å.
 
     Returns:
-        :class:`SnapshotImages` with views "face" (largest two axes) and "side".
+        :class:`SnapshotImages`: projected potential in V·Å per pixel (row 0 = top, image up
+        = principal axis 2 in the face view, axis 3 in the side view).
     """
     coords = np.asarray(coords, dtype=np.float64)
     if coords.ndim != 3 or coords.shape[-1] != 3:
         raise ValueError(f"coords must be (K, N, 3), got {coords.shape}")
-    k_total = coords.shape[0]
+    k_total, n_atoms, _ = coords.shape
     shown = np.unique(np.round(np.linspace(0, k_total - 1, min(max_models, k_total))).astype(int))
-    xyz = coords[shown]
     mean = coords.mean(axis=0)
     centre = mean.mean(axis=0)
     axes = principal_axes(mean)
-    local = (xyz - centre) @ axes.T  # (K, N, 3) in principal frame
-    radius = float(np.max(np.linalg.norm(local, axis=-1))) + 3.0 * blur_in_angstroms
+    xyz = coords[shown] - centre
+    radius = float(np.max(np.linalg.norm(xyz, axis=-1))) + 3.0 * blur_in_angstroms + 2.0
     pixel_size = 2.0 * radius / box
     if elements is None:
-        weights = np.ones(coords.shape[1])
-    else:
-        weights = np.array([_ELEMENT_WEIGHT.get(str(e).capitalize(), 1.0) for e in elements])
-    centres = (np.arange(box) - box / 2 + 0.5) * pixel_size  # pixel centres, Å
-    views = {"face view (axes 1-2)": (0, 1), "side view (axes 1-3)": (0, 2)}
-    images = np.empty((len(views), len(shown), box, box), dtype=np.float32)
-    inv = 1.0 / (2.0 * blur_in_angstroms**2)
-    for v, (ax_u, ax_v) in enumerate(views.values()):
-        gu = np.exp(-((local[..., ax_u, None] - centres) ** 2) * inv)  # (K, N, L)
-        gv = np.exp(-((local[..., ax_v, None] - centres) ** 2) * inv)
-        # row = -v (up is +v), column = u
-        images[v] = np.einsum(
-            "kn,knr,knc->krc", np.broadcast_to(weights, gu.shape[:2]), gv[..., ::-1], gu
+        elements = np.full(n_atoms, "C")
+    b_extra = 8.0 * np.pi**2 * blur_in_angstroms**2
+    scat = Scatterers.from_elements(np.asarray(elements), b_factors=b_extra)
+    # RELION A: rows are the image x, image y and beam axes in the model frame
+    views = {
+        "face view (axes 1-2)": axes,
+        "side view (axes 1-3)": np.stack([axes[0], axes[2], -axes[1]]),
+    }
+    k = len(shown)
+    images = np.empty((len(views), k, box, box), dtype=np.float32)
+    for v, rotation in enumerate(views.values()):
+        ft, _ = project_batch(
+            scat,
+            xyz.astype(np.float32),
+            np.broadcast_to(rotation.astype(np.float32), (k, 3, 3)),
+            np.zeros((k, 2), np.float32),
+            box=box,
+            pixel_size=pixel_size,
         )
+        images[v] = np.asarray(fourier_to_image(ft, box, pixel_size))[:, ::-1, :]
     return SnapshotImages(
         images=images,
         pixel_size=pixel_size,

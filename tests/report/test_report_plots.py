@@ -113,24 +113,26 @@ def test_principal_axes_is_a_rotation_along_the_spread():
     assert abs(axes[0, 1]) > 0.99 and abs(axes[1, 2]) > 0.99 and abs(axes[2, 0]) > 0.99
 
 
-def test_snapshots_put_mass_where_the_atoms_are():
-    # a flat asymmetric molecule: the heavy sulfur sits off-centre
-    coords = np.array([[[-15.0, 0, 0], [15.0, 0, 0], [0, 6.0, 0], [0, -6.0, 0], [10.0, 4.0, 0]]])
+def test_snapshots_are_the_projected_potential_where_the_atoms_are():
+    # an asymmetric 3-D molecule: the heavy sulfur sits off-centre
+    xyz = [[-15.0, 0, 1], [15.0, 0, -1], [0, 6.0, 2], [0, -6.0, -2], [10.0, 4.0, 3.0]]
+    coords = np.array([xyz])
     elements = np.array(["C", "C", "C", "C", "S"])
     snaps = render_snapshots(coords, elements, box=128, blur_in_angstroms=1.5)
-    img = snaps.images[0, 0].astype(np.float64)
-    box, pix = img.shape[0], snaps.pixel_size
     axes = principal_axes(coords[0])
     local = (coords[0] - coords[0].mean(axis=0)) @ axes.T
-    w = np.array([1.0, 1.0, 1.0, 1.0, 2.0])
-    # total mass: each atom is a 2-D Gaussian of integral 2 pi sigma^2 (Å^2)
-    assert img.sum() * pix**2 == pytest.approx(w.sum() * 2 * np.pi * 1.5**2, rel=1e-3)
-    centres = (np.arange(box) - box / 2 + 0.5) * pix
-    col_mean = (img.sum(axis=0) * centres).sum() / img.sum()
-    row_mean = (img.sum(axis=1) * centres).sum() / img.sum()
-    assert col_mean == pytest.approx((w * local[:, 0]).sum() / w.sum(), abs=0.05)
-    # rows run top-down: image up is +axis 2
-    assert -row_mean == pytest.approx((w * local[:, 1]).sum() / w.sum(), abs=0.05)
+    # Peng f_e(0) in Å (SCIENCE.md §1 table): C 2.5088, S 5.1604
+    f0 = np.array([2.5088] * 4 + [5.1604])
+    pix = snaps.pixel_size
+    centres = (np.arange(128) - 64) * pix  # pixel L//2 is the origin
+    for view, (u, v) in enumerate([(0, 1), (0, 2)]):
+        img = snaps.images[view, 0].astype(np.float64)
+        # integral of the projected potential = V̂(0) = 47.878 V·Å² Σ f_e(0)
+        assert img.sum() * pix**2 == pytest.approx(47.878 * f0.sum(), rel=2e-3)
+        col_mean = (img.sum(axis=0) * centres).sum() / img.sum()
+        row_mean = (img.sum(axis=1) * centres[::-1]).sum() / img.sum()  # rows run top-down
+        assert col_mean == pytest.approx((f0 * local[:, u]).sum() / f0.sum(), abs=0.05)
+        assert row_mean == pytest.approx((f0 * local[:, v]).sum() / f0.sum(), abs=0.05)
 
 
 def test_snapshots_figure_from_a_moving_ensemble():
