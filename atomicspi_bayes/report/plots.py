@@ -339,5 +339,7 @@ def snapshots_figure(
     x0, y0 = -extent_half * 0.9, -extent_half * 0.85
     axes[0, 0].plot([x0, x0 + bar], [y0, y0], color=_RED, linewidth=2.5)
     axes[0, 0].text(x0, y0 + extent_half * 0.06, f"{bar:g} Å", color=_RED, fontsize=8)
-    fig.suptitle("Ensemble along the latent: projected Coulomb potential (darker = more)", fontsize=11)
+    fig.suptitle(
+        "Ensemble along the latent: projected Coulomb potential (darker = more)", fontsize=11
+    )
     return fig
