@@ -45,10 +45,15 @@ def noise_sigma_for_snr(clean: Array, snr: float | Array) -> Array:
     """
     if isinstance(snr, int | float) and not snr > 0:
         raise ConfigError(f"SNR must be > 0, got {snr}; use noise-free images instead")
-    var = jnp.var(clean, axis=(-2, -1))
-    return jnp.sqrt(var / snr)
+    return _sigma_for_snr(clean, snr)
 
 
+@jax.jit
+def _sigma_for_snr(clean: Array, snr: Array) -> Array:
+    return jnp.sqrt(jnp.var(clean, axis=(-2, -1)) / snr)
+
+
+@jax.jit
 def add_white_noise(key: Array, images: Array, sigma: Array | float) -> Array:
     """``images + σ · N(0, 1)`` per pixel; ``sigma`` scalar or ``(...)`` per image."""
     sigma = jnp.asarray(sigma, dtype=images.dtype)
@@ -56,7 +61,7 @@ def add_white_noise(key: Array, images: Array, sigma: Array | float) -> Array:
     return images + sigma[..., None, None] * noise
 
 
-def hermitian_weights(box: int) -> Array:
+def hermitian_weights(box: int) -> np.ndarray:
     """``(L, L//2+1)`` float32 multiplicity of each rfft2 entry in the full 2D DFT.
 
     Interior columns stand for themselves and their conjugate partner (weight 2); the kx = 0
@@ -68,9 +73,10 @@ def hermitian_weights(box: int) -> Array:
     w[:, 0] = 1.0
     if box % 2 == 0:
         w[:, -1] = 1.0
-    return jnp.asarray(w)
+    return w
 
 
+@jax.jit
 def gaussian_loglik_fourier(
     obs_ft: Array,
     model_ft: Array,
@@ -109,6 +115,7 @@ def gaussian_loglik_fourier(
     return quad - 0.5 * n_dof * jnp.log(2.0 * jnp.pi * sigma * sigma)
 
 
+@jax.jit
 def gaussian_loglik_real(observed: Array, model: Array, sigma: Array | float) -> Array:
     """Reference real-space ``Σ_pixels log N(y | m, σ²)`` over ``(..., L, L)`` images."""
     sigma = jnp.asarray(sigma)[..., None, None]
