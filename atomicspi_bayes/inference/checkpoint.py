@@ -290,6 +290,11 @@ def load_checkpoint(
         )
 
     template_leaves, treedef = jax.tree_util.tree_flatten_with_path(template)
+    if meta.get("treedef") != _ADDRESS_RE.sub("", str(treedef)):
+        raise InputFormatError(
+            f"checkpoint {path} has another pytree structure than the current model/guide "
+            "state (different networks or parameter sites); use a new --out or --force"
+        )
     if len(template_leaves) != len(meta["paths"]):
         raise InputFormatError(
             f"checkpoint {path} holds {len(meta['paths'])} arrays, the model/guide state has "

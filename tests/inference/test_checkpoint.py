@@ -73,8 +73,12 @@ def test_structure_and_shape_mismatch_refused(tmp_path):
     other = _state()._replace(params={"w": jnp.zeros((3, 3)), "b": jnp.float32(0)})
     with pytest.raises(InputFormatError, match="expected float32"):
         load_checkpoint(tmp_path, other, fingerprint="f")
-    with pytest.raises(InputFormatError, match="different model"):
+    with pytest.raises(InputFormatError, match="another pytree structure"):
         load_checkpoint(tmp_path, {"a": jnp.zeros(1)}, fingerprint="f")
+    # same key paths and shapes, other node types (list -> tuple): still refused
+    retyped = _state()._replace(opt=(jnp.int32(0), (jnp.ones(4, jnp.float32),)))
+    with pytest.raises(InputFormatError, match="another pytree structure"):
+        load_checkpoint(tmp_path, retyped, fingerprint="f")
 
 
 def test_keep_last_k_and_latest(tmp_path):
