@@ -11,14 +11,19 @@ Public API:
   ``atom_coords_from_beads(model, beads, bead_coords (...,R,3)) -> (...,N,3)``.
 - ``anm_modes(coords (R,3), n_modes=20, cutoff=15.0, gamma=1.0) -> NormalModes(eigenvalues
   (K,), vectors (K,R,3))``; ``anm_hessian``; ``cumulative_overlap``; ``subspace_overlap``.
-- ``kabsch_align(mobile, target)``, ``rmsd(a, b, *, superpose=False)`` (numpy).
+- ``kabsch_align(mobile, target)``, ``kabsch_transform(mobile, target) -> (R, t)``,
+  ``rmsd(a, b, *, superpose=False)``; ``geometry_report(coords, bonded, ideal_lengths, *,
+  chain_index=None, reference=None) -> dict`` (bond/clash/RMSD checks, numpy).
+- ``fit_to_images(beads, images (B,L,L), rotations (B,3,3), shifts (B,2), *, pixel_size,
+  noise_sigma, ctf_params=None, modes=None, config=FitConfig()) -> FitResult`` (MAP fit of
+  mode amplitudes + per-bead refinement with the priors, optax Adam, known poses).
 - ``deform(x0 (R,3), vectors (K,R,3), amplitudes (...,K), refinement=None) -> (...,R,3)``.
 - priors (pure JAX, for ``numpyro.factor``): ``elastic_logprior``, ``ca_bond_logprior``,
   ``clash_logprior``, ``mode_logprior``; set-up: ``elastic_pairs``, ``clash_pairs``,
   ``ideal_bond_lengths``.
 """
 
-from atomicspi_bayes.structure.align import kabsch_align, rmsd
+from atomicspi_bayes.structure.align import kabsch_align, kabsch_transform, rmsd
 from atomicspi_bayes.structure.anm import (
     NormalModes,
     anm_hessian,
@@ -34,6 +39,7 @@ from atomicspi_bayes.structure.coarse_grain import (
     coarse_grain,
 )
 from atomicspi_bayes.structure.deform import deform
+from atomicspi_bayes.structure.fitting import FitConfig, FitResult, fit_to_images
 from atomicspi_bayes.structure.graph import (
     CATrace,
     PairList,
@@ -51,11 +57,14 @@ from atomicspi_bayes.structure.priors import (
     ideal_bond_lengths,
     mode_logprior,
 )
+from atomicspi_bayes.structure.validation import geometry_report
 
 __all__ = [
     "AtomicModel",
     "BeadModel",
     "CATrace",
+    "FitConfig",
+    "FitResult",
     "NormalModes",
     "PairList",
     "anm_hessian",
@@ -72,8 +81,11 @@ __all__ = [
     "deform",
     "elastic_logprior",
     "elastic_pairs",
+    "fit_to_images",
+    "geometry_report",
     "ideal_bond_lengths",
     "kabsch_align",
+    "kabsch_transform",
     "mode_logprior",
     "neighbour_pairs",
     "pad_pairs",
