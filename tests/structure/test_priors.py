@@ -19,14 +19,21 @@ from atomicspi_bayes.structure.priors import elastic_energy
 
 
 @pytest.fixture(scope="module")
+def small_setup(model_1orc):
+    tr = ca_trace(model_1orc)
+    x0 = jnp.asarray(tr.coords)
+    return tr, x0, elastic_pairs(tr.coords, size=1500), clash_pairs(tr.n_residues, size=2000)
+
+
+@pytest.fixture(scope="module")
 def adk_setup(adk_open):
     tr = ca_trace(adk_open)
     x0 = jnp.asarray(tr.coords)
     return tr, x0, elastic_pairs(tr.coords, size=12000), clash_pairs(tr.n_residues, size=23000)
 
 
-def test_elastic_zero_with_zero_gradient_at_reference(adk_setup):
-    _, x0, ep, _ = adk_setup
+def test_elastic_zero_with_zero_gradient_at_reference(small_setup):
+    _, x0, ep, _ = small_setup
     assert ep.n_valid < ep.i.shape[0]  # padding present and harmless
     assert float(elastic_logprior(x0, x0, ep)) == 0.0
     g = jax.grad(elastic_logprior)(x0, x0, ep)
@@ -53,8 +60,8 @@ def test_elastic_energy_matches_anm_quadratic_form(adk_setup):
             assert e == pytest.approx(0.5 * 1e-6 * m.eigenvalues[k], rel=1e-2)
 
 
-def test_priors_batched_jittable_finite_gradients(adk_setup):
-    tr, x0, ep, cp = adk_setup
+def test_priors_batched_jittable_finite_gradients(small_setup):
+    tr, x0, ep, cp = small_setup
     lengths = ideal_bond_lengths(tr.coords, tr.bonded)
 
     @jax.jit
