@@ -212,8 +212,12 @@ def simulate(
     bar = Progress(*columns, console=err_console, transient=True)
     task = bar.add_task("simulating particles", total=n)
 
+    started = []
+
     def on_chunk(done: int, total: int) -> None:
-        bar.start()  # only once rendering begins: input errors stay one clean line
+        if not started:  # only once rendering begins: input errors stay one clean line
+            bar.start()
+            started.append(True)
         bar.update(task, completed=done)
 
     try:
@@ -222,7 +226,8 @@ def simulate(
             topology_path=topology, weights=weights, force=force, progress=on_chunk,
         )  # fmt: skip
     finally:
-        bar.stop()
+        if started:
+            bar.stop()
     console.print(
         f"simulate: {n} particles ({summary['representation']}, {box}² px at {pixel_size} Å, "
         f"SNR {'inf' if summary['snr'] is None else summary['snr']}) in {out}"

@@ -33,6 +33,7 @@ import logging
 import os
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
+from functools import partial
 from pathlib import Path
 
 import jax
@@ -43,7 +44,6 @@ from atomicspi_bayes.errors import ConfigError, InputFormatError
 from atomicspi_bayes.physics import cryoem as ce
 from atomicspi_bayes.physics.ctf import CTFParams
 from atomicspi_bayes.physics.geometry import random_rotations
-from atomicspi_bayes.physics.noise import noise_sigma_for_snr
 from atomicspi_bayes.physics.scattering import bead_gaussians, peng_gaussians
 
 __all__ = [
@@ -249,23 +249,19 @@ def _check_box(points: np.ndarray, cfg: CryoEMDatasetConfig) -> None:
         )
 
 
-def _renderer(scat, cfg):
-    """Jitted ``(points, rotations, shifts, ctf, frame_idx, keys) -> (images, var, sigma)``."""
-    box, p = int(cfg.box), float(cfg.pixel_size)
-    snr = cfg.snr
-
-    @jax.jit
-    def render(points, rots, shifts, ctf, frame_idx, keys):
-        ft, _ = ce.simulate_batch(scat, points[frame_idx], rots, shifts, ctf, box=box, pixel_size=p)
-        clean = ce.fourier_to_image(ft, box, p)
-        var = jnp.var(clean, axis=(-2, -1))
-        if snr is None:
-            return clean, var, jnp.zeros_like(var)
-        sigma = noise_sigma_for_snr(clean, snr)
-        noise = jax.vmap(lambda k: jax.random.normal(k, (box, box)))(keys)
-        return clean + sigma[:, None, None] * noise, var, sigma
-
-    return render
+@partial(jax.jit, static_argnames=("box", "pixel_size", "snr"))
+def _render_chunk(scat, points, rots, shifts, ctf, frame_idx, keys, *, box, pixel_size, snr):
+    """One chunk: ``(images (B,L,L), clean variance (B,), noise sigma (B,))``."""
+    ft, _ = ce.simulate_batch(
+        scat, points[frame_idx], rots, shifts, ctf, box=box, pixel_size=pixel_size
+    )
+    clean = ce.fourier_to_image(ft, box, pixel_size)
+    var = jnp.var(clean, axis=(-2, -1))
+    if snr is None:
+        return clean, var, jnp.zeros_like(var)
+    sigma = jnp.sqrt(var / snr)  # = physics.noise.noise_sigma_for_snr
+    noise = jax.vmap(lambda k: jax.random.normal(k, (box, box)))(keys)
+    return clean + sigma[:, None, None] * noise, var, sigma
 
 
 def _simulate_chunks(key, scat, points, truth, cfg, sink, progress):
@@ -273,7 +269,6 @@ def _simulate_chunks(key, scat, points, truth, cfg, sink, progress):
     frame_index, rotations, shifts, ctf, _ = truth
     n = int(cfg.n_particles)
     chunk = min(int(cfg.chunk_size), n)
-    render = _renderer(scat, cfg)
     k_noise = jax.random.fold_in(key, 7)
     clean_var = np.zeros(n, np.float32)
     sigma = np.zeros(n, np.float32)
@@ -281,9 +276,11 @@ def _simulate_chunks(key, scat, points, truth, cfg, sink, progress):
         idx = np.arange(start, min(start + chunk, n))
         sel = np.concatenate([idx, np.full(chunk - idx.size, idx[-1])])  # fixed shape
         keys = jax.vmap(lambda i: jax.random.fold_in(k_noise, i))(jnp.asarray(sel))
-        imgs, var, sig = render(
-            points, jnp.asarray(rotations[sel]), jnp.asarray(shifts[sel]),
+        imgs, var, sig = _render_chunk(
+            scat, points, jnp.asarray(rotations[sel]), jnp.asarray(shifts[sel]),
             CTFParams(*(jnp.asarray(x[sel]) for x in ctf)), jnp.asarray(frame_index[sel]), keys,
+            box=int(cfg.box), pixel_size=float(cfg.pixel_size),
+            snr=None if cfg.snr is None else float(cfg.snr),
         )  # fmt: skip
         m = idx.size
         sink(idx, np.asarray(imgs[:m], dtype=np.float32))
@@ -425,6 +422,7 @@ def simulate_cryoem_dataset(
             stack[idx] = imgs
 
         clean_var, sigma = _simulate_chunks(k_img, scat, points, truth, cfg, sink, progress)
+    _stamp_label(out / "particles.mrcs", "atomicspi simulate (synthetic cryo-EM particles)")
     metadata = ParticleMetadata(
         source=str(star),
         image_paths=np.array([str((out / "particles.mrcs").resolve())] * n),
@@ -464,6 +462,14 @@ def simulate_cryoem_dataset(
     _atomic_write_text(out / "simulation.json", json.dumps(summary, indent=2))
     logger.info("simulated %d cryo-EM particles into %s", n, out)
     return summary
+
+
+def _stamp_label(path: Path, text: str) -> None:
+    """Replace MRC label 0 (mrcfile writes the creation time there) by a fixed text, so the
+    same seed gives byte-identical files (MRC2014: labels at byte 224, 80 bytes each)."""
+    with open(path, "r+b") as fh:
+        fh.seek(224)
+        fh.write(text.encode("ascii")[:80].ljust(80))
 
 
 def _atomic_write_text(path: Path, text: str) -> None:
