@@ -33,7 +33,7 @@ FIT_OUTPUTS = ("elbo.npy", "latents.npz", "posterior.nc", "ensemble.pdb")
 
 #: Column-name aliases for a landscape table: canonical name -> accepted spellings.
 LANDSCAPE_COLUMNS = {
-    "grid": ("grid", "z", "x", "latent"),
+    "grid": ("grid", "z", "z1", "x", "latent"),
     "F_median": ("F_median", "F_50", "F_q50", "F", "F_mean"),
     "F_05": ("F_05", "F_q05", "F_lo", "F_lower", "F_5"),
     "F_95": ("F_95", "F_q95", "F_hi", "F_upper"),
@@ -86,26 +86,40 @@ class Truth:
 
 @dataclass(frozen=True)
 class Landscape:
-    """A free-energy profile with its credible band, in kT, on a 1-D latent grid.
+    """A free-energy landscape with its credible band on a 1-D or 2-D latent grid.
 
     Attributes:
-        grid: ``(G,)`` latent coordinate of each grid point.
-        f_median, f_lo, f_hi: ``(G,)`` F in kT (median and lower/upper band edge); the
-            band edges are ``None`` when the file has none.
-        f_true: ``(G,)`` true F in kT when the landscape command recorded one, else ``None``.
-        band_label: legend text of the band (e.g. ``"5-95 % band"``).
-        states: parsed ``states.json`` (populations with intervals) or ``None``.
+        centers: one ``(G_d,)`` array of bin centres per latent axis (latent units).
+        f_quantiles: ``(3, *shape)`` F at the 5 / 50 / 95 % posterior quantiles (NaN where
+            undefined); the band rows are NaN when the file has no band.
+        f_aggregate: ``(*shape)`` F of the plain aggregate posterior, or ``None``.
+        f_true: ``(*shape)`` true F when recorded (CSV column ``F_true``), else ``None``.
+        state_labels: ``(*shape)`` int metastable-state label per bin (-1 = none) or ``None``.
+        energy_unit: unit of F (``"kT"`` unless the landscape was made with another kT).
+        axis_labels: name of each latent axis.
+        band_label: legend text of the band.
+        states: parsed ``states.json`` or ``None``.
         source: the file it came from.
     """
 
-    grid: np.ndarray
-    f_median: np.ndarray
-    f_lo: np.ndarray | None
-    f_hi: np.ndarray | None
+    centers: tuple[np.ndarray, ...]
+    f_quantiles: np.ndarray
+    f_aggregate: np.ndarray | None
     f_true: np.ndarray | None
+    state_labels: np.ndarray | None
+    energy_unit: str
+    axis_labels: tuple[str, ...]
     band_label: str
     states: Any
     source: str
+
+    @property
+    def dim(self) -> int:
+        return len(self.centers)
+
+    @property
+    def has_band(self) -> bool:
+        return bool(np.any(np.isfinite(self.f_quantiles[0])))
 
 
 @dataclass(frozen=True)
@@ -127,20 +141,28 @@ class Ensemble:
 
 @dataclass(frozen=True)
 class Calibration:
-    """Simulation-based calibration results (written by the diagnostics helpers).
+    """One simulation-based calibration result (``calibration/PREFIX.npz`` / ``.json``).
 
     Attributes:
-        ranks: ``(S, D)`` int rank of the truth among ``n_draws`` posterior draws, or ``None``.
-        n_draws: number of posterior draws per test (ranks lie in ``0..n_draws``).
-        coverage: ``{nominal: empirical}`` interval coverage, possibly empty.
-        summary: other scalar results (KS p-values, ...) as a flat ``{name: value}`` dict.
+        name: the file prefix (``"sbc"``, ``"sbc_shrunk"``, ...).
+        ranks: ``(S, C)`` int rank of the truth among ``n_draws`` posterior draws, or ``None``.
+        n_draws: posterior draws per test (ranks lie in ``0..n_draws``), or ``None``.
+        names: ``(C,)`` names of the ranked coordinates.
+        coverage: ``{nominal level: empirical fraction}`` pooled over coordinates.
+        per_coordinate: ``{column: {coordinate: value}}`` (KS / chi² p, coverage, ...).
+        summary: the remaining scalar results as a flat ``{name: value}`` dict.
+        figures: PNG files written with this prefix (``PREFIX_*.png``).
         sources: files read.
     """
 
+    name: str
     ranks: np.ndarray | None
     n_draws: int | None
+    names: list[str]
     coverage: dict[float, float]
+    per_coordinate: dict[str, dict[str, Any]]
     summary: dict[str, Any]
+    figures: list[Path]
     sources: list[str]
 
 
@@ -153,8 +175,9 @@ class RunArtifacts:
         dataset: dataset summary or ``None``.
         config: parsed ``config.toml`` or ``None``.
         elbo: ``(T,)`` ELBO per optimisation step (``elbo.npy``, = -loss) or ``None``.
-        latents, truth, landscape, ensemble, calibration: see the classes above.
-        kinetics: parsed ``kinetics/kinetics.json`` or ``None``.
+        latents, truth, landscape, ensemble: see the classes above.
+        calibration: one :class:`Calibration` per result in ``calibration/``.
+        kinetics: parsed ``kinetics.json`` or ``None``; kinetics_source: its path.
         diagnostics: ``{file name: parsed JSON or CSV rows}`` from ``diagnostics/``.
         figures: ``{folder: [png paths]}`` figures saved by other commands, to embed.
         files: ``(relative path, size in bytes)`` of every file in the run (for the index).
@@ -168,8 +191,9 @@ class RunArtifacts:
     truth: Truth | None = None
     landscape: Landscape | None = None
     kinetics: dict[str, Any] | None = None
+    kinetics_source: Path | None = None
     ensemble: Ensemble | None = None
-    calibration: Calibration | None = None
+    calibration: list[Calibration] = field(default_factory=list)
     diagnostics: dict[str, Any] = field(default_factory=dict)
     figures: dict[str, list[Path]] = field(default_factory=dict)
     files: list[tuple[str, int]] = field(default_factory=list)
@@ -218,7 +242,8 @@ def _numeric_columns(path: Path) -> dict[str, np.ndarray]:
     cols: dict[str, np.ndarray] = {}
     for j, name in enumerate(header):
         try:
-            cols[name] = np.array([float(r[j]) for r in body], dtype=np.float64)
+            # an empty field is a missing value (NaN), as the landscape command writes it
+            cols[name] = np.array([float(r[j]) if r[j] else np.nan for r in body])
         except ValueError:
             continue  # a text column (e.g. a state label) is not plotted
     return cols
@@ -369,54 +394,127 @@ def _read_truth(run_dir: Path, latents: Latents | None) -> Truth | None:
     return None
 
 
-def _read_landscape(run_dir: Path) -> Landscape | None:
-    folder = run_dir / "landscape"
-    csv_path, npz_path = folder / "landscape.csv", folder / "landscape.npz"
-    if csv_path.is_file():
-        cols, source = _numeric_columns(csv_path), csv_path
-    elif npz_path.is_file():
-        cols = {k: np.asarray(v, dtype=np.float64) for k, v in _load_npz(npz_path).items()}
-        source = npz_path
+def _find_output(run_dir: Path, folder: str, names: tuple[str, ...]) -> Path | None:
+    """First of ``RUN/folder/name`` then ``RUN/name`` that exists (commands write either)."""
+    for base in (run_dir / folder, run_dir):
+        for name in names:
+            if (base / name).is_file():
+                return base / name
+    return None
+
+
+def _landscape_from_npz(path: Path) -> dict[str, Any]:
+    """Arrays of a ``landscape.npz`` (layout of :mod:`atomicspi_bayes.landscape.output`)."""
+    arrays = _load_npz(path)
+    centers = []
+    for d in range(2):
+        if f"bin_centers_{d}" in arrays:
+            centers.append(np.asarray(arrays[f"bin_centers_{d}"], dtype=np.float64))
+        elif f"bin_edges_{d}" in arrays:
+            e = np.asarray(arrays[f"bin_edges_{d}"], dtype=np.float64)
+            centers.append(0.5 * (e[1:] + e[:-1]))
+    if "free_energy_quantiles" in arrays:
+        q = np.asarray(arrays["free_energy_quantiles"], dtype=np.float64)
+    elif "free_energy_samples" in arrays:
+        f = np.asarray(arrays["free_energy_samples"], dtype=np.float64)
+        with np.errstate(invalid="ignore"):
+            q = np.nanquantile(np.where(np.isfinite(f), f, np.nan), (0.05, 0.5, 0.95), axis=0)
     else:
-        return None
+        raise _bad(
+            path,
+            "needs free_energy_quantiles or free_energy_samples",
+            "re-run `atomicspi landscape RUN`",
+        )
+    shape = tuple(len(c) for c in centers)
+    if not centers or q.shape != (3, *shape):
+        raise _bad(
+            path,
+            f"F quantiles of shape {q.shape} do not match the grid {shape}",
+            "re-run `atomicspi landscape RUN`",
+        )
+    labels = arrays.get("axis_labels")
+    unit = arrays.get("energy_unit")
+    return {
+        "centers": tuple(centers),
+        "f_quantiles": q,
+        "f_aggregate": arrays.get("free_energy_aggregate"),
+        "f_true": arrays.get("free_energy_true"),
+        "state_labels": arrays.get("state_labels"),
+        "energy_unit": str(unit) if unit is not None else "kT",
+        "axis_labels": tuple(str(x) for x in labels) if labels is not None else (),
+    }
+
+
+def _landscape_from_csv(path: Path) -> dict[str, Any]:
+    """A 1-D landscape table (columns grid|z..., F_median, F_05, F_95, ...)."""
+    cols = _numeric_columns(path)
     grid, f_med = _pick(cols, "grid"), _pick(cols, "F_median")
+    if grid is None:
+        header, _ = _read_csv_table(path)
+        grid = cols.get(header[0]) if header else None
     if grid is None or f_med is None:
         raise _bad(
-            source,
+            path,
             f"needs a grid column and an F column (has {sorted(cols)})",
             "re-run `atomicspi landscape RUN`",
         )
-    grid, f_med = grid.reshape(-1), f_med.reshape(-1)
-    if grid.shape != f_med.shape:
-        raise _bad(source, f"grid {grid.shape} and F {f_med.shape} differ in length", "re-run")
-    f_lo, f_hi, f_true = _pick(cols, "F_05"), _pick(cols, "F_95"), _pick(cols, "F_true")
-    band = "5–95 % credible band"
-    if f_lo is None:
-        for lo_name, hi_name, label in (("F_16", "F_84", "16–84 % band"),):
-            if lo_name in cols and hi_name in cols:
-                f_lo, f_hi, band = cols[lo_name], cols[hi_name], label
-    states_path = folder / "states.json"
-    states = _load_json(states_path) if states_path.is_file() else None
+    nan = np.full_like(f_med, np.nan)
+    lo, hi = _pick(cols, "F_05"), _pick(cols, "F_95")
+    agg = cols.get("F_aggregate")
+    return {
+        "centers": (grid,),
+        "f_quantiles": np.stack([nan if lo is None else lo, f_med, nan if hi is None else hi]),
+        "f_aggregate": agg,
+        "f_true": _pick(cols, "F_true"),
+        "state_labels": cols.get("state"),
+        "energy_unit": "kT",
+        "axis_labels": (),
+    }
+
+
+def _read_landscape(run_dir: Path) -> Landscape | None:
+    path = _find_output(run_dir, "landscape", ("landscape.npz", "landscape.csv"))
+    if path is None:
+        return None
+    parts = _landscape_from_npz(path) if path.suffix == ".npz" else _landscape_from_csv(path)
+    dim = len(parts["centers"])
+    if dim > 2:
+        raise _bad(path, f"{dim}-D landscape; the report shows 1-D and 2-D ones", "")
+    labels = parts["axis_labels"] or tuple(f"z{d + 1}" for d in range(dim))
+    states_path = path.parent / "states.json"
+    shape = parts["f_quantiles"].shape[1:]
+
+    def grid_array(name: str) -> np.ndarray | None:
+        value = parts[name]
+        if value is None:
+            return None
+        value = np.asarray(value, dtype=np.float64)
+        if value.size != int(np.prod(shape)):
+            raise _bad(path, f"{name} has {value.size} values for a {shape} grid", "re-run")
+        return value.reshape(shape)
+
     return Landscape(
-        grid=grid,
-        f_median=f_med,
-        f_lo=None if f_lo is None else f_lo.reshape(-1),
-        f_hi=None if f_hi is None else f_hi.reshape(-1),
-        f_true=None if f_true is None else f_true.reshape(-1),
-        band_label=band,
-        states=states,
-        source=str(source),
+        centers=parts["centers"],
+        f_quantiles=parts["f_quantiles"],
+        f_aggregate=grid_array("f_aggregate"),
+        f_true=grid_array("f_true"),
+        state_labels=grid_array("state_labels"),
+        energy_unit=parts["energy_unit"],
+        axis_labels=labels,
+        band_label="90 % credible band (5–95 %)",
+        states=_load_json(states_path) if states_path.is_file() else None,
+        source=str(path),
     )
 
 
-def _read_kinetics(run_dir: Path) -> dict[str, Any] | None:
-    path = run_dir / "kinetics" / "kinetics.json"
-    if not path.is_file():
-        return None
+def _read_kinetics(run_dir: Path) -> tuple[dict[str, Any] | None, Path | None]:
+    path = _find_output(run_dir, "kinetics", ("kinetics.json",))
+    if path is None:
+        return None, None
     data = _load_json(path)
     if not isinstance(data, dict):
         raise _bad(path, "top level is not a JSON object", "re-run `atomicspi kinetics RUN`")
-    return data
+    return data, path
 
 
 def _read_ensemble(run_dir: Path) -> Ensemble | None:
@@ -483,55 +581,79 @@ def _parse_multimodel_pdb(path: Path) -> tuple[np.ndarray, np.ndarray, np.ndarra
     )
 
 
-def _read_calibration(run_dir: Path) -> Calibration | None:
+def _read_calibration(run_dir: Path) -> list[Calibration]:
+    """One :class:`Calibration` per ``PREFIX.npz`` / ``PREFIX.json`` in ``calibration/``."""
     folder = run_dir / "calibration"
     if not folder.is_dir():
-        return None
-    ranks = None
-    n_draws = None
-    coverage: dict[float, float] = {}
-    summary: dict[str, Any] = {}
-    sources: list[str] = []
-    for path in sorted(folder.glob("*.npz")):
-        npz = _load_npz(path)
-        sources.append(str(path))
-        if "ranks" in npz and ranks is None:
-            ranks = np.asarray(npz["ranks"]).astype(np.int64)
-            if ranks.ndim == 1:
-                ranks = ranks[:, None]
-            for key in ("n_draws", "n_posterior_draws", "L"):
-                if key in npz:
-                    n_draws = int(np.asarray(npz[key]).reshape(-1)[0])
-                    break
-    for path in sorted(folder.glob("*.json")):
-        data = _load_json(path)
-        sources.append(str(path))
+        return []
+    prefixes = sorted(
+        {p.stem for p in folder.glob("*.npz")} | {p.stem for p in folder.glob("*.json")}
+    )
+    results = []
+    for prefix in prefixes:
+        npz_path, json_path = folder / f"{prefix}.npz", folder / f"{prefix}.json"
+        npz = _load_npz(npz_path) if npz_path.is_file() else {}
+        data = _load_json(json_path) if json_path.is_file() else {}
         if not isinstance(data, dict):
-            continue
+            raise _bad(json_path, "top level is not a JSON object", "re-run the calibration")
+        ranks = npz.get("ranks")
+        if ranks is None and isinstance(data.get("ranks"), list):
+            ranks = np.asarray(data["ranks"])
+        if ranks is not None:
+            ranks = np.asarray(ranks).astype(np.int64)
+            ranks = ranks[:, None] if ranks.ndim == 1 else ranks
+            if ranks.ndim != 2 or ranks.min(initial=0) < 0:
+                raise _bad(npz_path, f"ranks of shape {ranks.shape} / negative", "re-run")
+        n_draws = None
+        for key in ("n_draws", "n_posterior_draws", "L"):
+            if key in npz:
+                n_draws = int(np.asarray(npz[key]).reshape(-1)[0])
+                break
+            if isinstance(data.get(key), int | float):
+                n_draws = int(data[key])
+                break
+        if ranks is not None and n_draws is None:
+            n_draws = int(ranks.max())
+        if ranks is not None and ranks.size and ranks.max() > n_draws:
+            raise _bad(npz_path, f"rank {int(ranks.max())} > n_draws {n_draws}", "re-run")
+        names = [str(x) for x in npz["names"]] if "names" in npz else data.get("names")
+        if not names:
+            names = [f"z{j + 1}" for j in range(ranks.shape[1] if ranks is not None else 0)]
+        coverage: dict[float, float] = {}
+        summary: dict[str, Any] = {}
+        per_coord: dict[str, dict[str, Any]] = {}
         cov = data.get("coverage")
         if isinstance(cov, dict):
             for k, v in cov.items():
-                try:
+                if isinstance(v, int | float):
                     coverage[_nominal(k)] = float(v)
-                except (TypeError, ValueError):
-                    summary[f"coverage.{k}"] = v
-        if n_draws is None:
-            for key in ("n_draws", "n_posterior_draws"):
-                if isinstance(data.get(key), int | float):
-                    n_draws = int(data[key])
-        if ranks is None and isinstance(data.get("ranks"), list):
-            ranks = np.asarray(data["ranks"], dtype=np.int64)
-            if ranks.ndim == 1:
-                ranks = ranks[:, None]
-        rest = {x: y for x, y in data.items() if x not in ("coverage", "ranks")}
-        summary.update(_flatten(rest))
-    if ranks is not None and n_draws is None:
-        n_draws = int(ranks.max())
-    if ranks is None and not coverage and not summary:
-        return None
-    return Calibration(
-        ranks=ranks, n_draws=n_draws, coverage=coverage, summary=summary, sources=sources
-    )
+        for key, value in data.items():
+            if key in ("coverage", "ranks", "names"):
+                continue
+            if isinstance(value, dict) and value and set(map(str, value)) <= set(names):
+                per_coord[key] = value
+            elif key == "coverage_by_coordinate" and isinstance(value, dict):
+                for level, by_name in value.items():
+                    if isinstance(by_name, dict):
+                        per_coord[f"coverage {_nominal(level):.0%}"] = by_name
+            else:
+                summary.update(_flatten({key: value}))
+        if ranks is None and not coverage and not summary and not per_coord:
+            continue
+        results.append(
+            Calibration(
+                name=prefix,
+                ranks=ranks,
+                n_draws=n_draws,
+                names=list(names),
+                coverage=coverage,
+                per_coordinate=per_coord,
+                summary=summary,
+                figures=sorted(folder.glob(f"{prefix}_*.png")),
+                sources=[str(p) for p in (npz_path, json_path) if p.is_file()],
+            )
+        )
+    return results
 
 
 def _nominal(key: Any) -> float:
@@ -553,20 +675,30 @@ def _read_diagnostics(run_dir: Path) -> dict[str, Any]:
     return out
 
 
-def _png_figures(run_dir: Path) -> dict[str, list[Path]]:
+def _check_png(png: Path) -> Path:
+    with png.open("rb") as fh:
+        if fh.read(8) != b"\x89PNG\r\n\x1a\n":
+            raise _bad(png, "not a PNG image", "re-create it")
+    return png
+
+
+def _png_figures(
+    run_dir: Path, kinetics_source: Path | None, calibration: list[Calibration]
+) -> dict[str, list[Path]]:
+    """PNG figures saved by other commands, by section: kinetics, calibration, diagnostics."""
     figures: dict[str, list[Path]] = {}
-    for folder in ("kinetics", "calibration", "diagnostics"):
-        pngs = sorted((run_dir / folder).glob("*.png")) if (run_dir / folder).is_dir() else []
-        good = []
-        for png in pngs:
-            with png.open("rb") as fh:
-                if fh.read(8) == b"\x89PNG\r\n\x1a\n":
-                    good.append(png)
-                else:
-                    raise _bad(png, "not a PNG image", "re-create it")
-        if good:
-            figures[folder] = good
-    return figures
+    if kinetics_source is not None:
+        figures["kinetics"] = sorted(kinetics_source.parent.glob("kinetics*.png"))
+    claimed = {p for cal in calibration for p in cal.figures}
+    folder = run_dir / "calibration"
+    if folder.is_dir():
+        figures["calibration"] = [p for p in sorted(folder.glob("*.png")) if p not in claimed]
+    for cal in calibration:
+        for png in cal.figures:
+            _check_png(png)
+    if (run_dir / "diagnostics").is_dir():
+        figures["diagnostics"] = sorted((run_dir / "diagnostics").glob("*.png"))
+    return {k: [_check_png(p) for p in v] for k, v in figures.items() if v}
 
 
 def _file_index(run_dir: Path) -> list[tuple[str, int]]:
@@ -637,6 +769,8 @@ def scan_run(run_dir: str | Path) -> RunArtifacts:
         )
     config = _read_config(run_dir)
     latents = _read_latents(run_dir)
+    kinetics, kinetics_source = _read_kinetics(run_dir)
+    calibration = _read_calibration(run_dir)
     return RunArtifacts(
         run_dir=run_dir,
         dataset=_read_dataset(run_dir, config),
@@ -645,10 +779,11 @@ def scan_run(run_dir: str | Path) -> RunArtifacts:
         latents=latents,
         truth=_read_truth(run_dir, latents),
         landscape=_read_landscape(run_dir),
-        kinetics=_read_kinetics(run_dir),
+        kinetics=kinetics,
+        kinetics_source=kinetics_source,
         ensemble=_read_ensemble(run_dir),
-        calibration=_read_calibration(run_dir),
+        calibration=calibration,
         diagnostics=_read_diagnostics(run_dir),
-        figures=_png_figures(run_dir),
+        figures=_png_figures(run_dir, kinetics_source, calibration),
         files=_file_index(run_dir),
     )

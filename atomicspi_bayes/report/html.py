@@ -99,6 +99,8 @@ def _as_interval(obj: Any) -> str | None:
     if mid is None or lo is None or hi is None:
         return None
     vals = (obj[mid], obj[lo], obj[hi])
+    if all(v is None for v in vals):
+        return "undefined"
     if all(isinstance(v, int | float) and not isinstance(v, bool) for v in vals):
         return f"{_fmt(float(vals[0]))} [{_fmt(float(vals[1]))}, {_fmt(float(vals[2]))}]"
     if all(isinstance(v, list) for v in vals) and len({len(v) for v in vals}) == 1:
@@ -124,31 +126,71 @@ def _leaf(value: Any) -> str:
     return _fmt(value)
 
 
-def _json_rows(data: Any, prefix: str = "") -> list[tuple[str, str]]:
-    """Flatten a JSON object to ``(key path, value)`` rows, intervals as ``m [lo, hi]``."""
-    interval = _as_interval(data)
-    if interval is not None:
-        return [(prefix or "value", interval)]
+def _interval_keys(obj: dict[str, Any]) -> set[str]:
+    """Keys of ``obj`` that make up its interval (centre, edges, and a ``mean`` beside them)."""
+    keys = {_find_key(obj, k) for k in (_MID_KEYS, _LO_KEYS, _HI_KEYS)}
+    if None in keys:
+        return set()
+    extra = _find_key(obj, ("mean",))
+    return {k for k in (*keys, extra) if k is not None}
+
+
+def _cell(value: Any) -> str:
+    if isinstance(value, dict):
+        interval = _as_interval(value)
+        if interval is not None:
+            return interval
+        return "; ".join(f"{k}: {_leaf(v)}" for k, v in _flatten(value).items())
+    return _leaf(value)
+
+
+def _records_table(items: list[dict[str, Any]], max_rows: int = 50) -> str:
+    """A list of JSON objects as one table: a column per key, intervals as one cell."""
+    columns: list[str] = []
+    has_interval = False
+    for item in items:
+        skip = _interval_keys(item)
+        has_interval |= bool(skip)
+        for key in item:
+            if key not in skip and key not in columns:
+                columns.append(key)
+    header = (*columns, "median [5 %, 95 %]") if has_interval else tuple(columns)
+    rows = []
+    for item in items[:max_rows]:
+        skip = _interval_keys(item)
+        row = [_cell(item[c]) if c in item and c not in skip else "" for c in columns]
+        if has_interval:
+            row.append(_as_interval(item) or "")
+        rows.append(tuple(row))
+    note = _note(f"first {max_rows} of {len(items)} rows") if len(items) > max_rows else ""
+    return _table(rows, header) + note
+
+
+def _json_block(data: Any, heading: str = "") -> str:
+    """A JSON object as HTML: scalars and intervals in a key/value table, lists of objects
+    as their own tables, nested objects as sub-blocks."""
+    head = f"<h4>{_esc(heading)}</h4>" if heading else ""
     if not isinstance(data, dict):
-        return [(prefix or "value", _leaf(data))]
+        if isinstance(data, list) and data and all(isinstance(v, dict) for v in data):
+            return head + _records_table(data)
+        return head + _table([("value", _leaf(data))])
     rows: list[tuple[str, str]] = []
+    blocks: list[str] = []
     for key, value in data.items():
-        name = f"{prefix} › {key}" if prefix else str(key)
-        if isinstance(value, dict):
-            rows.extend(_json_rows(value, name))
-        elif isinstance(value, list) and value and all(isinstance(v, dict) for v in value):
-            for i, item in enumerate(value[:20]):
-                label_key = _find_key(item, ("name", "label"))
-                label = item[label_key] if label_key is not None else i
-                rest = {k: v for k, v in item.items() if k != label_key}
-                rows.extend(_json_rows(rest, f"{name}[{label}]"))
+        if isinstance(value, list) and value and all(isinstance(v, dict) for v in value):
+            blocks.append(_json_block(value, str(key)))
+        elif isinstance(value, dict) and _as_interval(value) is None:
+            flat_ok = all(
+                not isinstance(v, dict) or _as_interval(v) is not None for v in value.values()
+            )
+            if flat_ok and len(value) <= 3:
+                rows.extend((f"{key} › {k}", _cell(v)) for k, v in value.items())
+            else:
+                blocks.append(_json_block(value, str(key)))
         else:
-            rows.append((name, _leaf(value)))
-    return rows
-
-
-def _json_table(data: Any) -> str:
-    return _table(_json_rows(data), ("quantity", "value  (median [5 %, 95 %] where given)"))
+            rows.append((str(key), _cell(value)))
+    table = _table(rows, ("quantity", "value (median [5 %, 95 %] where given)")) if rows else ""
+    return head + table + "".join(blocks)
 
 
 # ---- sections ----------------------------------------------------------------------------
@@ -256,31 +298,47 @@ def _section_ensemble(art: RunArtifacts) -> Section:
     return Section("ensemble", title, _figure_html(fig, "ensemble projections", cap), True)
 
 
+def _png_figure(png: Path) -> str:
+    return (
+        f"<figure>{_img(png.read_bytes(), png.stem)}<figcaption>"
+        f"{_esc(png.name)}</figcaption></figure>"
+    )
+
+
 def _section_landscape(art: RunArtifacts) -> Section:
     title = "Free-energy landscape"
     land = art.landscape
     if land is None:
         return Section(
-            "landscape", title, _not_run("no landscape/ folder", "atomicspi landscape RUN"), False
+            "landscape",
+            title,
+            _not_run("no landscape.npz / landscape.csv", "atomicspi landscape RUN"),
+            False,
         )
-    fig = plots.landscape_figure(
-        land.grid,
-        land.f_median,
-        land.f_lo,
-        land.f_hi,
-        f_true=land.f_true,
-        band_label=land.band_label,
-    )
+    q = land.f_quantiles
+    if land.dim == 1:
+        fig = plots.landscape_figure(
+            land.centers[0], q[1], q[0] if land.has_band else None,
+            q[2] if land.has_band else None,
+            f_true=land.f_true, f_aggregate=land.f_aggregate, state_labels=land.state_labels,
+            band_label=land.band_label, energy_unit=land.energy_unit,
+            axis_label=land.axis_labels[0],
+        )  # fmt: skip
+    else:
+        fig = plots.landscape_2d_figure(
+            land.centers, q, energy_unit=land.energy_unit, axis_labels=land.axis_labels[:2]
+        )
     body = _figure_html(
         fig,
         "free-energy landscape",
-        f"From <code>{_esc(Path(land.source).name)}</code>; the shaded band is "
-        "the credible band of F from the posterior over populations.",
+        f"From <code>{_esc(Path(land.source).name)}</code>: F = −kT ln p over the latent, "
+        "p the posterior over state populations (5/50/95 % quantiles); gaps are bins with "
+        "too little data.",
     )
-    if land.f_lo is None:
-        body += _note("The landscape file has no band columns: only the median is shown.")
+    if not land.has_band:
+        body += _note("The landscape file has no band: only the median is shown.")
     if land.states is not None:
-        body += "<h3>States</h3>" + _json_table(land.states)
+        body += "<h3>States (states.json)</h3>" + _json_block(land.states)
     return Section("landscape", title, body, True)
 
 
@@ -288,53 +346,65 @@ def _section_kinetics(art: RunArtifacts) -> Section:
     title = "Kinetics"
     if art.kinetics is None:
         return Section(
-            "kinetics",
-            title,
-            _not_run("no kinetics/kinetics.json", "atomicspi kinetics RUN"),
-            False,
+            "kinetics", title, _not_run("no kinetics.json", "atomicspi kinetics RUN"), False
         )
-    body = _json_table(art.kinetics)
-    for png in art.figures.get("kinetics", []):
-        body += (
-            f"<figure>{_img(png.read_bytes(), png.stem)}<figcaption>"
-            f"{_esc(png.name)}</figcaption></figure>"
-        )
+    body = "".join(_png_figure(png) for png in art.figures.get("kinetics", []))
+    body += _json_block(art.kinetics)
     return Section("kinetics", title, body, True)
+
+
+def _calibration_block(cal) -> str:
+    n_tests = int(cal.ranks.shape[0]) if cal.ranks is not None else None
+    verdict = cal.summary.get("passed")
+    head = f"<h3>{_esc(cal.name)}"
+    if isinstance(verdict, bool):
+        head += (
+            f' <span class="{"pass" if verdict else "fail"}">'
+            f"{'passed' if verdict else 'failed'}</span>"
+        )
+    body = head + "</h3>"
+    if "criteria" in cal.summary:
+        body += _note(f"Criteria: {_esc(cal.summary['criteria'])}")
+    if cal.per_coordinate:
+        names = list(cal.names) or sorted({n for col in cal.per_coordinate.values() for n in col})
+        cols = sorted(cal.per_coordinate, key=lambda c: c.startswith("coverage"))
+        rows = [(n, *(_cell(cal.per_coordinate[c].get(n, "")) for c in cols)) for n in names]
+        body += _table(rows, ("coordinate", *cols))
+    figs = ""
+    own_ranks = any("rank" in p.stem for p in cal.figures)
+    if cal.ranks is not None and cal.n_draws and not own_ranks:
+        fig = plots.rank_histogram_figure(cal.ranks, cal.n_draws, cal.names or None)
+        figs += _figure_html(
+            fig, "SBC rank histograms",
+            "Rank of the true value among posterior draws: flat when the posterior is "
+            "calibrated, ∪-shaped when over-confident, ∩-shaped when under-confident.",
+        )  # fmt: skip
+    figs += "".join(_png_figure(png) for png in cal.figures)
+    if cal.coverage:
+        figs += _figure_html(plots.coverage_figure(cal.coverage, n_tests), "interval coverage")
+    body += figs
+    rest = {k: v for k, v in cal.summary.items() if k not in ("passed", "criteria")}
+    if rest:
+        body += (
+            "<details><summary>All values</summary>"
+            + _table([(k, _cell(v)) for k, v in rest.items()], ("quantity", "value"))
+            + "</details>"
+        )
+    return body
 
 
 def _section_calibration(art: RunArtifacts) -> Section:
     title = "Calibration (SBC)"
-    cal = art.calibration
     pngs = art.figures.get("calibration", [])
-    if cal is None and not pngs:
+    if not art.calibration and not pngs:
         return Section(
             "calibration",
             title,
             _not_run("no calibration/ results", "atomicspi calibrate RUN --n 1000"),
             False,
         )
-    body = ""
-    if cal is not None:
-        n_tests = int(cal.ranks.shape[0]) if cal.ranks is not None else None
-        if cal.ranks is not None and cal.n_draws:
-            fig = plots.rank_histogram_figure(cal.ranks, cal.n_draws)
-            body += _figure_html(
-                fig,
-                "SBC rank histograms",
-                "Ranks of the true latent among posterior draws: flat when "
-                "the posterior is calibrated, ∪-shaped when too narrow, "
-                "∩-shaped when too wide.",
-            )
-        if cal.coverage:
-            fig = plots.coverage_figure(cal.coverage, n_tests)
-            body += _figure_html(fig, "interval coverage")
-        if cal.summary:
-            body += _table([(k, _leaf(v)) for k, v in cal.summary.items()], ("quantity", "value"))
-    for png in pngs:
-        body += (
-            f"<figure>{_img(png.read_bytes(), png.stem)}<figcaption>"
-            f"{_esc(png.name)}</figcaption></figure>"
-        )
+    body = "".join(_calibration_block(cal) for cal in art.calibration)
+    body += "".join(_png_figure(png) for png in pngs)
     return Section("calibration", title, body, True)
 
 
@@ -390,12 +460,8 @@ def _section_diagnostics(art: RunArtifacts) -> Section:
             if len(rows) > 50:
                 body += _note(f"first 50 of {len(rows)} rows shown")
         else:
-            body += _json_table(content)
-    for png in pngs:
-        body += (
-            f"<figure>{_img(png.read_bytes(), png.stem)}<figcaption>"
-            f"{_esc(png.name)}</figcaption></figure>"
-        )
+            body += _json_block(content)
+    body += "".join(_png_figure(png) for png in pngs)
     return Section("diagnostics", title, body, True)
 
 
@@ -441,6 +507,10 @@ figure { margin:8px 0 14px; }
 figure img { max-width:100%; height:auto; display:block; }
 figcaption, .note { color:var(--muted); font-size:13px; margin-top:4px; }
 .missing { color:var(--muted); font-style:italic; }
+.pass, .fail { font-size:12px; font-weight:600; padding:1px 8px; border-radius:10px; }
+.pass { background:#e3f4ea; color:#1e7a46; }
+.fail { background:#fbe5e3; color:#a5281b; }
+h4 { font-size:13.5px; margin:12px 0 4px; color:var(--muted); }
 table { border-collapse:collapse; font-size:13px; margin:6px 0 10px; min-width:40%; }
 th, td { border-bottom:1px solid var(--line); padding:4px 12px 4px 0; text-align:left;
   vertical-align:top; }

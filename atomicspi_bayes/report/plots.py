@@ -175,21 +175,29 @@ def landscape_figure(
     f_hi: np.ndarray | None = None,
     *,
     f_true: np.ndarray | None = None,
-    band_label: str = "5–95 % credible band",
-    f_max_in_kt: float = 8.0,
+    f_aggregate: np.ndarray | None = None,
+    state_labels: np.ndarray | None = None,
+    band_label: str = "90 % credible band (5–95 %)",
+    energy_unit: str = "kT",
+    axis_label: str = "z",
+    f_max: float = 8.0,
 ) -> Figure:
-    """Free energy F(z) in kT with its shaded credible band (and the truth when known).
+    """Free energy F(z) with its shaded credible band (and the truth when known).
 
     Args:
-        grid: ``(G,)`` latent coordinate.
-        f_median, f_lo, f_hi: ``(G,)`` F in kT (median, band edges); non-finite values
-            (empty bins) leave gaps.
-        f_true: ``(G,)`` true F in kT, or ``None``.
+        grid: ``(G,)`` latent coordinate (bin centres).
+        f_median, f_lo, f_hi: ``(G,)`` F in ``energy_unit`` (median, band edges);
+            non-finite values (empty bins) leave gaps.
+        f_true: ``(G,)`` true F, or ``None``.
+        f_aggregate: ``(G,)`` F of the plain aggregate posterior, or ``None``.
+        state_labels: ``(G,)`` metastable state of each bin (-1 = none): boundaries are
+            drawn as dotted lines and states named at their minima.
         band_label: legend text of the band.
-        f_max_in_kt: y axis is cut at this height (edges of a landscape run to +inf).
+        f_max: the y axis is cut at this height (edges of a landscape run to +inf).
     """
     grid = np.asarray(grid, dtype=np.float64)
-    fig = _figure(8.0, 4.0)
+    f_median = np.asarray(f_median, dtype=np.float64)
+    fig = _figure(8.5, 4.2)
     ax = fig.subplots()
     if f_lo is not None and f_hi is not None:
         lo, hi = np.asarray(f_lo, float), np.asarray(f_hi, float)
@@ -203,38 +211,113 @@ def landscape_figure(
             linewidth=0,
             label=band_label,
         )
+    if f_aggregate is not None:
+        ax.plot(
+            grid,
+            f_aggregate,
+            color=_GREY,
+            linewidth=1.0,
+            linestyle=":",
+            label="aggregate posterior",
+        )
     ax.plot(grid, f_median, color=_BLUE, linewidth=2.0, label="posterior median F")
     if f_true is not None:
         ax.plot(grid, f_true, color=_RED, linewidth=1.5, linestyle="--", label="true F")
-    finite = np.concatenate(
-        [np.asarray(a, float)[np.isfinite(a)] for a in (f_median, f_hi, f_true) if a is not None]
-    )
+    curves = [f_median, f_hi, f_true]
+    finite = np.concatenate([np.asarray(c, float)[np.isfinite(c)] for c in curves if c is not None])
     top = float(np.max(finite)) if finite.size else 1.0
-    cut = top > f_max_in_kt
-    ax.set_ylim(
-        min(-0.3, float(np.min(finite)) - 0.3) if finite.size else -0.3,
-        f_max_in_kt if cut else top + 0.5,
-    )
+    bottom = float(np.min(finite)) if finite.size else 0.0
+    cut = top > f_max
+    ax.set_ylim(min(-0.3, bottom - 0.3), f_max if cut else top + 0.5)
     ax.set_xlim(grid.min(), grid.max())
-    ax.set_xlabel("latent coordinate z (latent units)")
-    ax.set_ylabel("free energy F (kT)")
+    if state_labels is not None:
+        labels = np.asarray(state_labels).astype(int)
+        for i in np.flatnonzero(np.diff(labels) != 0):
+            if labels[i] >= 0 and labels[i + 1] >= 0:
+                ax.axvline(0.5 * (grid[i] + grid[i + 1]), color=_GREY, linestyle=":", lw=1)
+        for state in np.unique(labels[labels >= 0]):
+            sel = np.flatnonzero((labels == state) & np.isfinite(f_median))
+            if sel.size:
+                j = sel[np.argmin(f_median[sel])]
+                ax.annotate(
+                    f"state {state}",
+                    (grid[j], f_median[j]),
+                    textcoords="offset points",
+                    xytext=(0, -14),
+                    ha="center",
+                    fontsize=8,
+                    color=_GREY,
+                )
+    ax.set_xlabel(f"latent coordinate {axis_label} (latent units)")
+    ax.set_ylabel(f"free energy F ({energy_unit})")
     ax.set_title(
-        "Free-energy landscape F(z) = −kT ln p(z), minimum at 0"
-        + (f" (axis cut at {f_max_in_kt:g} kT)" if cut else ""),
+        f"Free-energy landscape F = −kT ln p({axis_label}), minimum at 0"
+        + (f" (axis cut at {f_max:g} {energy_unit})" if cut else ""),
         fontsize=11,
     )
-    ax.legend(fontsize=9, frameon=False, loc="upper center", ncol=3)
+    ax.legend(fontsize=8, frameon=False, loc="upper center", ncol=4)
     _tidy(ax)
     return fig
 
 
-def rank_histogram_figure(ranks: np.ndarray, n_draws: int, *, max_dims: int = 4) -> Figure:
+def landscape_2d_figure(
+    centers: tuple[np.ndarray, np.ndarray],
+    f_quantiles: np.ndarray,
+    *,
+    energy_unit: str = "kT",
+    axis_labels: tuple[str, str] = ("z1", "z2"),
+    f_max: float = 8.0,
+) -> Figure:
+    """2-D landscape: posterior median F and the width of its 90 % band, as two maps.
+
+    Args:
+        centers: bin centres ``(G0,)`` and ``(G1,)`` of the two latent axes.
+        f_quantiles: ``(3, G0, G1)`` F at 5 / 50 / 95 % (NaN = undefined, left blank).
+        f_max: colour scale of F is cut at this height.
+    """
+    x, y = (np.asarray(c, dtype=np.float64) for c in centers)
+    q = np.asarray(f_quantiles, dtype=np.float64)
+    fig = _figure(11.0, 4.4)
+    ax_f, ax_w = fig.subplots(1, 2)
+    med = np.ma.masked_invalid(q[1])
+    m1 = ax_f.pcolormesh(x, y, med.T, cmap="viridis", vmin=0.0, vmax=f_max, shading="nearest")
+    ok = np.isfinite(q[1])
+    if ok.sum() > 4 and np.nanmax(q[1]) > 1.0:
+        levels = np.arange(1.0, f_max, 1.0)
+        ax_f.contour(
+            x,
+            y,
+            np.where(ok, q[1], f_max).T,
+            levels=levels,
+            colors="white",
+            linewidths=0.5,
+            alpha=0.7,
+        )
+    fig.colorbar(m1, ax=ax_f, label=f"F ({energy_unit}), cut at {f_max:g}")
+    ax_f.set_title("posterior median F", fontsize=10)
+    width = np.ma.masked_invalid(q[2] - q[0])
+    m2 = ax_w.pcolormesh(x, y, width.T, cmap="magma_r", shading="nearest")
+    fig.colorbar(m2, ax=ax_w, label=f"F$_{{95}}$ − F$_{{05}}$ ({energy_unit})")
+    ax_w.set_title("width of the 90 % credible band", fontsize=10)
+    for ax in (ax_f, ax_w):
+        ax.set_xlabel(f"{axis_labels[0]} (latent units)")
+        ax.set_ylabel(f"{axis_labels[1]} (latent units)")
+        ax.set_aspect("auto")
+        ax.tick_params(labelsize=9)
+    fig.suptitle("Free-energy landscape over two latent dimensions (blank = no data)", fontsize=11)
+    return fig
+
+
+def rank_histogram_figure(
+    ranks: np.ndarray, n_draws: int, names: list[str] | None = None, *, max_dims: int = 4
+) -> Figure:
     """SBC rank histograms, one panel per latent dimension, with the uniform 99 % band.
 
     Args:
         ranks: ``(S, D)`` rank of the true value among ``n_draws`` posterior draws
             (values in ``0..n_draws``; uniform when the posterior is calibrated).
         n_draws: number of posterior draws per SBC test.
+        names: ``(D,)`` coordinate names for the panel titles (default ``z1..zD``).
     """
     ranks = np.asarray(ranks, dtype=np.int64)
     if ranks.ndim == 1:
@@ -253,8 +336,9 @@ def rank_histogram_figure(ranks: np.ndarray, n_draws: int, *, max_dims: int = 4)
         ax.axhspan(lo, hi, color="#dddddd", label="99 % band if uniform")
         ax.axhline(s * p_bin, color=_GREY, linewidth=1.0)
         ax.stairs(counts, edges, fill=True, color=_BLUE, alpha=0.85)
-        ax.set_xlabel(f"rank of true z$_{j + 1}$ (of {n_draws} draws)")
-        ax.set_title(f"z$_{j + 1}$: χ² uniformity p = {p_value:.3f}", fontsize=10)
+        name = names[j] if names else f"z{j + 1}"
+        ax.set_xlabel(f"rank of true {name} (of {n_draws} draws)")
+        ax.set_title(f"{name}: χ² uniformity p = {p_value:.3g}", fontsize=10)
         _tidy(ax, grid=False)
     axes[0].set_ylabel("SBC tests per bin")
     axes[0].legend(fontsize=8, frameon=False, loc="lower center")

@@ -9,6 +9,7 @@ population along the open->closed path; the other files mimic the outputs of
 from __future__ import annotations
 
 import json
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -144,66 +145,137 @@ def write_fake_run(
             coords,
             [f"z = {z:+.2f}" for z in np.linspace(1.0, -1.0, n_models)],
         )
-    if "landscape" in parts:
+    if "landscape" in parts:  # layout of atomicspi_bayes.landscape.output
         folder = run_dir / "landscape"
         folder.mkdir(exist_ok=True)
-        grid = np.linspace(-1.2, 1.2, 48)
-        x = 0.5 - grid / 2.0
-        f_true = double_well(x)
+        edges = np.linspace(-1.2, 1.2, 49)
+        grid = 0.5 * (edges[1:] + edges[:-1])
+        f_true = double_well(0.5 - grid / 2.0)
         f_true -= f_true.min()
-        f_med = f_true + rng.normal(0, 0.15, grid.size)
-        f_med -= f_med.min()
-        half = 0.3 + 0.15 * f_true
-        rows = ["grid,F_median,F_05,F_95,F_true"] + [
-            f"{g:.5f},{m:.5f},{m - h:.5f},{m + h:.5f},{t:.5f}"
-            for g, m, h, t in zip(grid, f_med, half, f_true, strict=True)
+        samples = f_true + rng.normal(0, 0.15, (200, 1)) + rng.normal(0, 0.1, (200, grid.size))
+        samples[:, 0] = np.nan  # an empty edge bin
+        samples -= np.nanmin(samples, axis=1, keepdims=True)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # the all-NaN edge bin
+            q = np.nanquantile(samples, (0.05, 0.5, 0.95), axis=0)
+        labels = np.where(grid > 0, 0, 1)
+        np.savez(
+            folder / "landscape.npz",
+            free_energy_samples=samples.astype(np.float32),
+            free_energy_quantiles=q,
+            density=np.exp(-q[1]),
+            free_energy_aggregate=q[1] + 0.05,
+            state_labels=labels,
+            kT=np.asarray(1.0),
+            energy_unit=np.asarray("kT"),
+            axis_labels=np.asarray(["z1"]),
+            bin_edges_0=edges,
+            bin_centers_0=grid,
+        )
+        rows = ["z1,F_median,F_05,F_95,p,state"] + [
+            f"{g:.6g},{m:.6g},{lo:.6g},{hi:.6g},{np.exp(-m):.6g},{lab}"
+            for g, lo, m, hi, lab in zip(grid, *q, labels, strict=True)
         ]
-        (folder / "landscape.csv").write_text("\n".join(rows) + "\n")
+        (folder / "landscape.csv").write_text("\n".join(rows).replace("nan", "") + "\n")
+        interval = lambda m, lo, hi: {"p05": lo, "p50": m, "p95": hi, "mean": m}  # noqa: E731
         (folder / "states.json").write_text(
             json.dumps(
                 {
+                    "method": "basins",
+                    "kT": 1.0,
+                    "energy_unit": "kT",
                     "states": [
-                        {"name": "open", "population": {"median": 0.58, "q05": 0.52, "q95": 0.64}},
                         {
-                            "name": "closed",
-                            "population": {"median": 0.42, "q05": 0.36, "q95": 0.48},
+                            "id": 0,
+                            "minimum": [0.5],
+                            "n_bins": 24,
+                            "population": interval(0.58, 0.52, 0.64),
+                            "free_energy_vs_state_0": interval(0.0, 0.0, 0.0),
+                        },
+                        {
+                            "id": 1,
+                            "minimum": [-0.5],
+                            "n_bins": 24,
+                            "population": interval(0.42, 0.36, 0.48),
+                            "free_energy_vs_state_0": interval(0.32, 0.12, 0.52),
                         },
                     ],
-                    "kT": 1.0,
+                    "diagnostics": {"r_hat_max": 1.004, "ess_min": 512.0, "num_divergences": 0},
                 }
             )
         )
-    if "kinetics" in parts:
+    if "kinetics" in parts:  # layout of atomicspi_bayes.kinetics.output
         folder = run_dir / "kinetics"
         folder.mkdir(exist_ok=True)
+        q3 = lambda m, lo, hi: {"p05": lo, "p50": m, "p95": hi}  # noqa: E731
         (folder / "kinetics.json").write_text(
             json.dumps(
                 {
                     "diffusion": 1.0,
+                    "time_unit": "(latent unit)^2 / D",
                     "lag": 0.5,
-                    "mfpt": {
-                        "open->closed": {"median": 41.2, "q05": 33.0, "q95": 52.9},
-                        "closed->open": {"median": 30.1, "q05": 24.4, "q95": 38.0},
-                    },
-                    "timescales": {"median": [17.4, 0.9], "q05": [14.0, 0.8], "q95": [22.1, 1.0]},
-                    "stationary": [0.58, 0.42],
+                    "kT": 1.0,
+                    "states": [
+                        {
+                            "id": 0,
+                            "minimum": [0.5],
+                            "n_cells": 24,
+                            "population": q3(0.58, 0.52, 0.64),
+                        },
+                        {
+                            "id": 1,
+                            "minimum": [-0.5],
+                            "n_cells": 24,
+                            "population": q3(0.42, 0.36, 0.48),
+                        },
+                    ],
+                    "timescales": [
+                        {"index": 1, **q3(17.4, 14.0, 22.1)},
+                        {"index": 2, **q3(0.9, 0.8, 1.0)},
+                    ],
+                    "mfpt": [
+                        {"from": 0, "to": 1, **q3(41.2, 33.0, 52.9)},
+                        {"from": 1, "to": 0, **q3(30.1, 24.4, 38.0)},
+                    ],
+                    "method": "SqRA rate matrix of overdamped diffusion on F",
                 }
             )
         )
-    if "calibration" in parts:
+        _png(folder / "kinetics.png", rng, "relaxation time")
+    if "calibration" in parts:  # layout of atomicspi_bayes.diagnostics.sbc.write_sbc
         folder = run_dir / "calibration"
         folder.mkdir(exist_ok=True)
-        ranks = rng.integers(0, 101, size=(500, 2))
-        np.savez(folder / "sbc.npz", ranks=ranks, n_draws=np.int64(100))
-        (folder / "sbc.json").write_text(
-            json.dumps(
-                {
-                    "n_draws": 100,
-                    "ks_pvalue": [0.41, 0.73],
-                    "coverage": {"0.5": 0.49, "0.9": 0.904},
-                }
+        for prefix, ranks in (
+            ("sbc", rng.integers(0, 101, size=(500, 2))),
+            ("sbc_shrunk", np.clip(np.round(100 * rng.beta(0.4, 0.4, size=(500, 2))), 0, 100)),
+        ):
+            np.savez(
+                folder / f"{prefix}.npz",
+                ranks=ranks.astype(np.int64),
+                n_draws=np.asarray(100),
+                names=np.asarray(["z1", "z2"]),
             )
-        )
+            good = prefix == "sbc"
+            (folder / f"{prefix}.json").write_text(
+                json.dumps(
+                    {
+                        "n_sims": 500,
+                        "n_draws": 100,
+                        "names": ["z1", "z2"],
+                        "coverage": {"0.5": 0.49 if good else 0.27, "0.9": 0.904 if good else 0.6},
+                        "coverage_by_coordinate": {
+                            "0.5": {"z1": 0.5, "z2": 0.48},
+                            "0.9": {"z1": 0.9, "z2": 0.908},
+                        },
+                        "ks_pvalue": {"z1": 0.41, "z2": 0.73} if good else {"z1": 1e-9, "z2": 2e-8},
+                        "chi2_pvalue": {"z1": 0.35, "z2": 0.6},
+                        "passed": good,
+                        "criteria": "KS p > 0.01 for all, 90 % coverage in [0.85, 0.95]",
+                        "guide_scale": 1.0 if good else 0.5,
+                    }
+                )
+            )
+        _png(folder / "sbc_shrunk_ranks.png", rng, "rank")
     if "diagnostics" in parts:
         folder = run_dir / "diagnostics"
         folder.mkdir(exist_ok=True)
@@ -218,9 +290,13 @@ def write_fake_run(
         (folder / "ppc.csv").write_text(
             "defocus_group,n,chi2_per_dof\n1,120,1.02\n2,120,0.98\n3,120,1.05\n"
         )
-        fig = Figure(figsize=(3, 2))
-        ax = fig.subplots()
-        ax.hist(rng.normal(size=200), bins=20)
-        ax.set_xlabel("outlier score")
-        fig.savefig(folder / "outlier_scores.png")
+        _png(folder / "outlier_scores.png", rng, "outlier score")
     return run_dir
+
+
+def _png(path: Path, rng: np.random.Generator, xlabel: str) -> None:
+    fig = Figure(figsize=(3, 2))
+    ax = fig.subplots()
+    ax.hist(rng.normal(size=200), bins=20)
+    ax.set_xlabel(xlabel)
+    fig.savefig(path)

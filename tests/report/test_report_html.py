@@ -53,8 +53,9 @@ def test_full_report_has_every_section_with_content(full_report):
 def test_embedded_pngs_are_valid_images(full_report):
     _, text = full_report
     pngs = _pngs(text)
-    # elbo, latent, ensemble, landscape, rank histograms, coverage, diagnostics' own PNG
-    assert len(pngs) == 7
+    # elbo, latent, ensemble, landscape, kinetics.png, sbc: rank histograms + coverage,
+    # sbc_shrunk: its own rank PNG + coverage, diagnostics/outlier_scores.png
+    assert len(pngs) == 10
     for png in pngs:
         assert png[:8] == PNG_MAGIC
         width, height = np.frombuffer(png[16:24], dtype=">u4")
@@ -95,6 +96,79 @@ def test_report_numbers_come_from_the_run(full_run, full_report):
     ]
 
 
+def test_calibration_results_each_get_a_verdict_and_figures(full_report):
+    _, text = full_report
+    cal = _section(text, "calibration")
+    good = cal[cal.index("<h3>sbc ") : cal.index("<h3>sbc_shrunk")]
+    bad = cal[cal.index("<h3>sbc_shrunk") :]
+    assert 'class="pass">passed' in good and 'class="fail">failed' in bad
+    assert "<td>z1</td><td>0.41</td>" in good  # per-coordinate KS p-value table
+    assert "<td>z1</td><td>1.000e-09</td>" in bad
+    assert len(_pngs(good)) == 2  # rank histogram drawn here + coverage
+    assert len(_pngs(bad)) == 2  # its own sbc_shrunk_ranks.png (not redrawn) + coverage
+    assert "sbc_shrunk_ranks.png" in bad
+
+
+def test_landscape_and_kinetics_tables(full_report):
+    _, text = full_report
+    land = _section(text, "landscape")
+    assert "<th>id</th>" in land and "0.42 [0.36, 0.48]" in land  # states as a table
+    kin = _section(text, "kinetics")
+    assert "<h4>mfpt</h4>" in kin and "<th>from</th><th>to</th>" in kin
+    assert "<td>17.4 [14, 22.1]</td>" in kin  # slowest relaxation time
+    assert len(_pngs(kin)) == 1  # kinetics.png next to kinetics.json
+
+
+def test_outputs_written_into_run_folder_itself_are_found(tmp_path):
+    run = write_fake_run(tmp_path / "run", ("elbo", "latents", "landscape", "kinetics"))
+    for sub in ("landscape", "kinetics"):
+        for f in (run / sub).iterdir():
+            f.rename(run / f.name)
+        (run / sub).rmdir()
+    art = scan_run(run)
+    assert art.landscape is not None and art.landscape.source == str(run / "landscape.npz")
+    assert art.kinetics_source == run / "kinetics.json"
+    assert art.figures["kinetics"] == [run / "kinetics.png"]
+
+
+def test_landscape_csv_alone_is_read(tmp_path):
+    run = write_fake_run(tmp_path / "run", ("elbo", "landscape"))
+    from_npz = scan_run(run).landscape
+    (run / "landscape" / "landscape.npz").unlink()
+    from_csv = scan_run(run).landscape
+    assert from_csv.source.endswith("landscape.csv")
+    np.testing.assert_allclose(from_csv.centers[0], from_npz.centers[0], rtol=1e-5)
+    np.testing.assert_allclose(
+        from_csv.f_quantiles, from_npz.f_quantiles, rtol=1e-5, atol=1e-6
+    )  # NaN (empty fields) in the same places
+    np.testing.assert_array_equal(from_csv.state_labels, from_npz.state_labels)
+    (run / "landscape" / "landscape.csv").write_text("grid,width\n0,1\n")
+    with pytest.raises(InputFormatError, match="needs a grid column and an F"):
+        scan_run(run)
+
+
+def test_two_dimensional_landscape(tmp_path):
+    run = write_fake_run(tmp_path / "run", ("elbo",))
+    e0, e1 = np.linspace(-2, 2, 21), np.linspace(-1, 1, 11)
+    c0, c1 = 0.5 * (e0[1:] + e0[:-1]), 0.5 * (e1[1:] + e1[:-1])
+    f = (c0[:, None] ** 2 - 1) ** 2 * 3 + 2 * c1[None, :] ** 2
+    q = np.stack([f - 0.3, f, f + 0.3])
+    q[:, 0, 0] = np.nan
+    np.savez(
+        run / "landscape.npz",
+        free_energy_quantiles=q,
+        bin_edges_0=e0,
+        bin_edges_1=e1,
+        kT=np.asarray(1.0),
+        axis_labels=np.asarray(["z1", "z2"]),
+    )
+    art = scan_run(run)
+    assert art.landscape.dim == 2 and art.landscape.f_quantiles.shape == (3, 20, 10)
+    np.testing.assert_allclose(art.landscape.centers[1], c1)
+    text = write_report(run).read_text()
+    assert len(_pngs(_section(text, "landscape"))) == 1
+
+
 def test_only_elbo_marks_everything_else_not_run(tmp_path):
     run = write_fake_run(tmp_path / "run", ("elbo",))
     text = write_report(run).read_text()
@@ -129,7 +203,7 @@ def test_run_without_fit_output_is_input_format_error(tmp_path):
         ("latents.npz", b"PK\x03\x04 truncated", "latents.npz"),
         ("elbo.npy", b"\x93NUMPY junk", "elbo.npy"),
         ("kinetics/kinetics.json", b"{not json", "kinetics.json"),
-        ("landscape/landscape.csv", b"grid,width\n0,1\n", "needs a grid column and an F"),
+        ("landscape/landscape.npz", b"PK\x03\x04", "landscape.npz"),
         ("ensemble.pdb", b"HEADER nothing here\n", "no ATOM records"),
     ],
 )
