@@ -649,11 +649,21 @@ def _read_calibration(run_dir: Path) -> list[Calibration]:
                 coverage=coverage,
                 per_coordinate=per_coord,
                 summary=summary,
-                figures=sorted(folder.glob(f"{prefix}_*.png")),
+                figures=[
+                    png
+                    for png in sorted(folder.glob(f"{prefix}_*.png"))
+                    if _owner(png.stem, prefixes) == prefix
+                ],
                 sources=[str(p) for p in (npz_path, json_path) if p.is_file()],
             )
         )
     return results
+
+
+def _owner(stem: str, prefixes: list[str]) -> str | None:
+    """Longest prefix ``p`` with ``stem == p + "_..."`` (``sbc_shrunk_ranks``: ``sbc_shrunk``)."""
+    owners = [p for p in prefixes if stem.startswith(f"{p}_")]
+    return max(owners, key=len) if owners else None
 
 
 def _nominal(key: Any) -> float:

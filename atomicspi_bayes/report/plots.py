@@ -243,7 +243,7 @@ def landscape_figure(
                     f"state {state}",
                     (grid[j], f_median[j]),
                     textcoords="offset points",
-                    xytext=(0, -14),
+                    xytext=(0, 10),
                     ha="center",
                     fontsize=8,
                     color=_GREY,

@@ -105,6 +105,8 @@ def test_calibration_results_each_get_a_verdict_and_figures(full_report):
     assert "<td>z1</td><td>0.41</td>" in good  # per-coordinate KS p-value table
     assert "<td>z1</td><td>1.000e-09</td>" in bad
     assert len(_pngs(good)) == 2  # rank histogram drawn here + coverage
+    assert "sbc_shrunk_ranks.png" not in good
+    assert "Rank of the true value" in good and "Rank of the true value" not in bad
     assert len(_pngs(bad)) == 2  # its own sbc_shrunk_ranks.png (not redrawn) + coverage
     assert "sbc_shrunk_ranks.png" in bad
 
