@@ -185,7 +185,8 @@ def main() -> None:
     photons = np.asarray(counts).sum(axis=(1, 2))
     result = {
         "name": "xray_orientation_recovery",
-        "structure": f"AdK frame {args.frame} (data all-atom; search 4-residue beads, then residue beads)",
+        "structure": f"AdK frame {args.frame}",
+        "models": "data all-atom; search 4-residue beads, then residue beads",
         "n_patterns": args.n_patterns,
         "detector": geometry.to_dict(),
         "fluence_photons_per_angstrom2": args.fluence,
