@@ -124,7 +124,8 @@ def fit(
 ) -> None:
     """Fit conformations (and poses) of particle images to an atomic reference by SVI."""
     from atomicspi_bayes.inference import Interrupted
-    from atomicspi_bayes.pipeline import FitConfig, fit as run_fit, read_fit_config
+    from atomicspi_bayes.pipeline import FitConfig, read_fit_config
+    from atomicspi_bayes.pipeline import fit as run_fit
 
     cfg = read_fit_config(config) if config is not None else FitConfig()
     cfg = cfg.replace(
@@ -232,6 +233,129 @@ def simulate(
         f"simulate: {n} particles ({summary['representation']}, {box}² px at {pixel_size} Å, "
         f"SNR {'inf' if summary['snr'] is None else summary['snr']}) in {out}"
     )
+
+
+# ---- diagnose / calibrate -------------------------------------------------------------
+
+
+def _fitted_run(run: Path):
+    """A finished run's model and guide (rebuilt by the fit pipeline) and learned params."""
+    from atomicspi_bayes.diagnostics import read_run_facts, restore_params
+    from atomicspi_bayes.errors import InputFormatError
+    from atomicspi_bayes.pipeline import build_problem, read_fit_config
+
+    facts = read_run_facts(run)
+    if not (run / "latents.npz").is_file():
+        raise InputFormatError(f"{run}: no latents.npz; the fit has not finished")
+    cfg = read_fit_config(run / "config.toml")
+    problem = build_problem(
+        facts["particles"], facts["structure"], cfg, topology=facts.get("topology")
+    )
+    return problem, restore_params(run, problem)
+
+
+@app.command()
+def diagnose(
+    run: Path = typer.Argument(..., help="Run folder written by `atomicspi fit`."),
+    ppc: bool = typer.Option(True, "--ppc/--no-ppc", help="Posterior predictive checks."),
+    ppc_n: int = typer.Option(1000, "--ppc-n", help="Particles checked by the PPC (0 = all)."),
+    ppc_draws: int = typer.Option(16, "--ppc-draws", help="Posterior draws per particle."),
+    gap: int = typer.Option(0, "--gap", help="Particles in the amortization-gap table."),
+    gap_method: str = typer.Option("auto", "--gap-method", help="auto, grid or nuts."),
+    fsc: bool = typer.Option(True, "--fsc/--no-fsc", help="Half-set FSC of the ensembles."),
+    seed: int = typer.Option(0, "--seed", help="Random seed."),
+) -> None:
+    """ESS/R-hat or posterior-width tables, PPC, amortization gap, FSC -> RUN/diagnostics/."""
+    from atomicspi_bayes.diagnostics import DiagnoseOptions, diagnose_run, summary_tables
+
+    options = DiagnoseOptions(
+        ppc=ppc, ppc_n=ppc_n, ppc_draws=ppc_draws, gap=gap, gap_method=gap_method, fsc=fsc,
+        seed=seed,
+    )  # fmt: skip
+    needs_model = ppc or gap > 0 or fsc
+    problem, params = _fitted_run(run) if needs_model else (None, None)
+    result = diagnose_run(run, problem, params, options)
+    for table in summary_tables(result["summary"]):
+        console.print(table)
+    for note in result["summary"].notes:
+        console.print(f"note: {note}", markup=False, highlight=False)
+    if result["ppc"] is not None:
+        p = result["ppc"]
+        console.print(
+            f"PPC: {p.positions.size} particles, median χ²/dof {float(p.chi2_per_dof.mean()):.4f}"
+            f", {int(p.flagged.sum())} flagged (outlier score > {p.threshold:.3g})"
+        )
+    if result["gap"] is not None:
+        s = result["gap"].summary
+        console.print(
+            f"amortization gap ({s['method']}, {s['n_particles']} particles): median "
+            f"|shift| {s['median_abs_mean_shift_sd']:.3f} sd, median sd ratio "
+            f"{s['median_sd_ratio']:.3f}, reference mass in q's 90 % interval "
+            f"{s['mean_ref_mass_in_q90']:.3f}"
+        )
+    if result["fsc"] is not None:
+        console.print(f"half-set FSC: {result['fsc'].resolution:.2f} Å at 0.143")
+    console.print(f"diagnose: wrote {len(result['paths'])} files to {run / 'diagnostics'}")
+
+
+@app.command()
+def calibrate(
+    run: Path = typer.Argument(..., help="Run folder written by `atomicspi fit`."),
+    n: int = typer.Option(1000, "--n", help="Simulated particles (SBC tests)."),
+    draws: int = typer.Option(99, "--draws", help="Posterior draws per simulation."),
+    seed: int = typer.Option(0, "--seed", help="Random seed."),
+    guide_scale: float = typer.Option(
+        None, "--guide-scale", help="Rescale the guide's sds (e.g. 0.5: a miscalibrated check)."
+    ),
+) -> None:
+    """Simulation-based calibration of the amortized posterior -> RUN/calibration/."""
+    from rich.table import Table
+
+    from atomicspi_bayes.diagnostics import calibrate_run
+
+    problem, params = _fitted_run(run)
+    result, paths = calibrate_run(
+        run, problem, params, n_sims=n, n_draws=draws, seed=seed, guide_scale=guide_scale
+    )
+    table = Table(title=f"SBC: {result.n_sims} simulations, {result.n_draws} draws each")
+    for col in ("coordinate", "KS p", "χ² p", "50 % cover", "90 % cover", "contraction"):
+        table.add_column(col, justify="right")
+    for name in result.names:
+        table.add_row(
+            name, f"{result.ks_pvalue[name]:.3g}", f"{result.chi2_pvalue[name]:.3g}",
+            f"{result.coverage[0.5][name]:.3f}", f"{result.coverage[0.9][name]:.3f}",
+            f"{result.contraction[name]:.3f}",
+        )  # fmt: skip
+    console.print(table)
+    verdict = "calibrated" if result.passes() else "NOT calibrated"
+    console.print(f"calibrate: {verdict}; wrote {len(paths)} files to {run / 'calibration'}")
+
+
+@app.command()
+def demo(
+    out: Path = typer.Option(Path("demo_out"), "--out", help="Demo folder (resumable)."),
+    quick: bool = typer.Option(False, "--quick", help="CI-sized run (about two minutes)."),
+    seed: int = typer.Option(0, "--seed", help="Random seed."),
+) -> None:
+    """Simulate AdK particles, fit, landscape, kinetics, calibration, report (no downloads)."""
+    import dataclasses
+    import json
+    import time
+
+    from atomicspi_bayes.pipeline.demo import DemoConfig, run_demo
+
+    cfg = DemoConfig.quick() if quick else DemoConfig()
+    cfg = dataclasses.replace(cfg, seed=seed)
+    start = time.perf_counter()
+
+    def on_stage(stage: str, skipped: bool) -> None:
+        state = "done already, skipped" if skipped else "running"
+        console.print(f"[bold]demo[/bold] {stage}: {state}  ({time.perf_counter() - start:.0f} s)")
+
+    summary = run_demo(out, cfg, on_stage=on_stage, progress=True).as_dict()
+    console.print(f"demo finished in {time.perf_counter() - start:.0f} s")
+    console.print(json.dumps(summary, indent=2), markup=False, highlight=False)
+    console.print(f"report: {summary['report']}")
 
 
 if __name__ == "__main__":
