@@ -745,6 +745,7 @@ def _fmt(value: Any) -> str:
     if isinstance(value, int):
         return f"{value:,}" if abs(value) >= 10000 else str(value)
     if isinstance(value, float):
+        value += 0.0  # no "-0"
         if not np.isfinite(value):
             return str(value)
         if value != 0 and (abs(value) >= 1e5 or abs(value) < 1e-3):

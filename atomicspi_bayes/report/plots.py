@@ -280,20 +280,16 @@ def landscape_2d_figure(
     fig = _figure(11.0, 4.4)
     ax_f, ax_w = fig.subplots(1, 2)
     med = np.ma.masked_invalid(q[1])
-    m1 = ax_f.pcolormesh(x, y, med.T, cmap="viridis", vmin=0.0, vmax=f_max, shading="nearest")
     ok = np.isfinite(q[1])
-    if ok.sum() > 4 and np.nanmax(q[1]) > 1.0:
-        levels = np.arange(1.0, f_max, 1.0)
+    top = min(f_max, float(np.nanmax(q[1]))) if ok.any() else f_max
+    top = max(top, 1.0)
+    m1 = ax_f.pcolormesh(x, y, med.T, cmap="viridis", vmin=0.0, vmax=top, shading="nearest")
+    if ok.sum() > 4 and top > 1.0:
         ax_f.contour(
-            x,
-            y,
-            np.where(ok, q[1], f_max).T,
-            levels=levels,
-            colors="white",
-            linewidths=0.5,
-            alpha=0.7,
+            x, y, med.T, levels=np.arange(1.0, top, 1.0), colors="white", linewidths=0.6, alpha=0.8
         )
-    fig.colorbar(m1, ax=ax_f, label=f"F ({energy_unit}), cut at {f_max:g}")
+    cut = f" (cut at {f_max:g})" if top >= f_max else ""
+    fig.colorbar(m1, ax=ax_f, label=f"F ({energy_unit}){cut}, contours every 1")
     ax_f.set_title("posterior median F", fontsize=10)
     width = np.ma.masked_invalid(q[2] - q[0])
     m2 = ax_w.pcolormesh(x, y, width.T, cmap="magma_r", shading="nearest")

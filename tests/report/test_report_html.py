@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import base64
+import json
 import re
+import shutil
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -15,6 +18,7 @@ from atomicspi_bayes.errors import ConfigError, InputFormatError
 from atomicspi_bayes.report import scan_run, write_report
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+REAL_OUTPUTS = Path(__file__).parent / "data" / "real_outputs"
 SECTIONS = {
     "dataset": "Dataset",
     "elbo": "Optimisation (ELBO)",
@@ -131,6 +135,30 @@ def test_outputs_written_into_run_folder_itself_are_found(tmp_path):
     assert art.landscape is not None and art.landscape.source == str(run / "landscape.npz")
     assert art.kinetics_source == run / "kinetics.json"
     assert art.figures["kinetics"] == [run / "kinetics.png"]
+
+
+def test_real_landscape_and_kinetics_outputs(tmp_path):
+    """Files written by the real landscape / kinetics commands (data/make_real_outputs.py)."""
+    run = write_fake_run(tmp_path / "run", ("elbo",))
+    for f in REAL_OUTPUTS.iterdir():
+        shutil.copy(f, run / f.name)
+    art = scan_run(run)
+    npz = np.load(REAL_OUTPUTS / "landscape.npz")
+    assert art.landscape.dim == 1
+    np.testing.assert_array_equal(art.landscape.f_quantiles, npz["free_energy_quantiles"])
+    np.testing.assert_array_equal(art.landscape.state_labels, npz["state_labels"])
+    assert art.landscape.has_band
+    text = write_report(run).read_text()
+    land, kin = _section(text, "landscape"), _section(text, "kinetics")
+    assert len(_pngs(land)) == 1 and "<th>population</th>" in land
+    kin_json = json.loads((REAL_OUTPUTS / "kinetics.json").read_text())
+    mfpt = kin_json["mfpt"][0]
+    cell = f"{mfpt['p50']:.4g} [{mfpt['p05']:.4g}, {mfpt['p95']:.4g}]"
+    assert f"<td>{cell}</td>" in kin
+    # the landscape CSV (empty fields = NaN) agrees with the npz
+    (run / "landscape.npz").unlink()
+    from_csv = scan_run(run).landscape
+    np.testing.assert_allclose(from_csv.f_quantiles, npz["free_energy_quantiles"], rtol=1e-5)
 
 
 def test_landscape_csv_alone_is_read(tmp_path):
