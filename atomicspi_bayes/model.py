@@ -60,6 +60,7 @@ from atomicspi_bayes.structure import (
     ca_bond_logprior,
     clash_logprior,
     deform,
+    elastic_logprior,
     mode_logprior,
 )
 
@@ -71,15 +72,16 @@ __all__ = [
     "ParticleBatch",
     "TangentNormalSO3",
     "UniformSO3",
-    "beads_from_amplitudes",
     "cryoem_model",
-    "decode_beads",
+    "decode_nodes",
     "decoder_from_params",
     "image_log_likelihood",
     "initial_noise_and_scale",
     "latent_grid_posterior",
+    "nodes_from_amplitudes",
     "observed_fourier",
     "particle_plate",
+    "rendered_points",
     "scored_sd",
     "simulate_particles",
 ]
@@ -100,7 +102,10 @@ class ModelConfig:
         z_prior: ``"normal"`` (N(0, I)) or ``"mixture"`` (learnable Gaussian mixture).
         n_mixture: number of mixture components.
         learn_noise: learn σ_g (else fixed at ``ModelStatic.noise_sigma``).
-        elastic_weight: weight of the harmonic ANM prior on amplitudes (1/kT_eff, γ = 1).
+        elastic_weight: γ/kT_eff of the elastic-network prior on the decoded Cα distances
+            (rotation-invariant: rigid domain motions cost only at their hinges), kT⁻¹Å⁻².
+        mode_weight: weight of the harmonic ANM prior ``-Σ λ_k a_k²/2`` on the amplitudes
+            (1/kT_eff with γ = 1; not rotation-invariant, penalises large domain rotations).
         bond_weight: weight of the Cα-Cα virtual-bond log-prior.
         clash_weight: weight of the Cα clash log-prior.
         shift_prior_sd: Å, sd of each shift component (amortized poses).
@@ -111,7 +116,8 @@ class ModelConfig:
     z_prior: str = "normal"
     n_mixture: int = 4
     learn_noise: bool = True
-    elastic_weight: float = 1.0
+    elastic_weight: float = 0.05
+    mode_weight: float = 0.0
     bond_weight: float = 1.0
     clash_weight: float = 1.0
     shift_prior_sd: float = 3.0
@@ -267,20 +273,19 @@ class ModelStatic:
     """Fixed arrays the model closes over (built once by the pipeline; not sampled).
 
     Attributes:
-        x0: ``(R, 3)`` float32 reference coordinates of what is rendered, Å, centred: the
-            bead nodes (coarse-grained) or all atoms (then R is the number of atoms).
-        offsets: ``(R, 3)`` float32 scattering centre minus node, Å (zeros for atoms).
-        scatterers: ``physics.cryoem.Scatterers`` of the rendered points (bead Gaussians or
-            atoms by element).
-        mode_vectors: ``(K, R, 3)`` float32 RMSD-scaled ANM vectors of the Cα network
-            (amplitude 1 = 1 Å RMSD of the nodes), carried to atoms when all-atom.
+        x0_nodes: ``(R, 3)`` float32 reference Cα nodes, Å, centred (the elastic network:
+            modes, priors, decoded structures).
+        mode_vectors: ``(K, R, 3)`` float32 RMSD-scaled ANM vectors of the nodes
+            (amplitude 1 = 1 Å RMSD).
         mode_eigenvalues: ``(K,)`` float32 ANM eigenvalues of the unit vectors (γ = 1).
-        prior_index: ``(R,)`` rows of the rendered coordinates that are the Cα nodes the
-            priors act on (all-atom rendering), or ``None`` when the rendered coordinates
-            are the nodes themselves (coarse-grained).
-        bonded: ``(R-1,)`` bool peptide-bonded consecutive beads.
+        render_x0: ``(P, 3)`` float32 reference positions of the rendered scattering points,
+            Å: bead scattering centres (coarse-grained) or atoms (all-atom).
+        render_node: ``(P,)`` int32 node that carries each point rigidly (its residue's Cα).
+        scatterers: ``physics.cryoem.Scatterers`` of the P points (bead Gaussians or atoms).
+        bonded: ``(R-1,)`` bool peptide-bonded consecutive nodes.
         bond_lengths: ``(R-1,)`` float32 ideal Cα-Cα lengths, Å.
-        clash_pairs: non-bonded bead pairs for the clash prior.
+        clash_pairs: non-bonded node pairs for the clash prior.
+        elastic_pairs: springs (node pairs within the ANM cutoff) of the elastic prior.
         window: the scored :class:`FourierWindow`.
         n_particles: N, size of the particle plate.
         noise_sigma: ``(G,)`` float32 initial (or fixed) noise sd per pixel, per optics group.
@@ -288,15 +293,16 @@ class ModelStatic:
         decoder: the initial :class:`LatentDecoder`.
     """
 
-    x0: np.ndarray
-    offsets: np.ndarray
-    scatterers: Scatterers
+    x0_nodes: np.ndarray
     mode_vectors: np.ndarray
     mode_eigenvalues: np.ndarray
-    prior_index: np.ndarray | None
+    render_x0: np.ndarray
+    render_node: np.ndarray
+    scatterers: Scatterers
     bonded: np.ndarray
     bond_lengths: np.ndarray
     clash_pairs: PairList
+    elastic_pairs: PairList
     window: FourierWindow
     n_particles: int
     noise_sigma: np.ndarray
@@ -306,7 +312,7 @@ class ModelStatic:
     @property
     def n_nodes(self) -> int:
         """R, number of Cα nodes of the elastic network (modes, priors)."""
-        return int(self.bond_lengths.shape[0] + 1)
+        return int(self.x0_nodes.shape[0])
 
     @property
     def n_modes(self) -> int:
@@ -340,32 +346,32 @@ class UniformSO3(dist.Distribution):
 
 
 class TangentNormalSO3(dist.Distribution):
-    """Rotation ``R = mean · exp([ε]×)`` with ``ε ~ N(0, diag(scale²))`` (radians, body frame).
+    """Rotation ``R = loc · exp([ε]×)`` with ``ε ~ N(0, diag(scale²))`` (radians, body frame).
 
-    A Gaussian in the tangent space at ``mean``, pushed onto SO(3). Its density with respect
+    A Gaussian in the tangent space at ``loc``, pushed onto SO(3). Its density with respect
     to the Haar measure (normalised as in :class:`UniformSO3`) is
     ``N(ε; 0, diag(scale²)) / J(|ε|)`` with ``J(θ) = 2(1 - cos θ)/θ²``, exact for |ε| < π
     (the wrap-around beyond π is neglected: use it for scales well below π).
 
     Args:
-        mean: ``(..., 3, 3)`` rotation matrices.
+        loc: ``(..., 3, 3)`` rotation matrices (the mode).
         scale: ``(..., 3)`` positive sds in radians.
     """
 
     arg_constraints: ClassVar[dict] = {"scale": constraints.independent(constraints.positive, 1)}
     support = constraints.independent(constraints.real, 2)
-    reparametrized_params: ClassVar[list[str]] = ["mean", "scale"]
+    reparametrized_params: ClassVar[list[str]] = ["loc", "scale"]
 
-    def __init__(self, mean, scale, *, validate_args=None):
-        self.mean = jnp.asarray(mean)
+    def __init__(self, loc, scale, *, validate_args=None):
+        self.loc = jnp.asarray(loc)
         self.scale = jnp.asarray(scale)
-        batch_shape = jnp.broadcast_shapes(self.mean.shape[:-2], self.scale.shape[:-1])
+        batch_shape = jnp.broadcast_shapes(self.loc.shape[:-2], self.scale.shape[:-1])
         super().__init__(batch_shape=batch_shape, event_shape=(3, 3), validate_args=validate_args)
 
     def sample_with_intermediates(self, key, sample_shape=()):
         shape = tuple(sample_shape) + self.batch_shape + (3,)
         eps = jax.random.normal(key, shape, dtype=self.scale.dtype) * self.scale
-        return self.mean @ axis_angle_to_matrix(eps), [eps]
+        return self.loc @ axis_angle_to_matrix(eps), [eps]
 
     def sample(self, key, sample_shape=()):
         return self.sample_with_intermediates(key, sample_shape)[0]
@@ -374,7 +380,7 @@ class TangentNormalSO3(dist.Distribution):
         if intermediates:
             eps = intermediates[0]
         else:
-            eps = matrix_to_axis_angle(jnp.swapaxes(self.mean, -1, -2) @ value)
+            eps = matrix_to_axis_angle(jnp.swapaxes(self.loc, -1, -2) @ value)
         log_normal = jnp.sum(
             -0.5 * (eps / self.scale) ** 2 - jnp.log(self.scale) - 0.5 * math.log(2 * math.pi),
             axis=-1,
@@ -394,15 +400,21 @@ def observed_fourier(images: Array, window: FourierWindow) -> Array:
     return window.scored(image_to_fourier(images, window.pixel_size))
 
 
-def beads_from_amplitudes(amplitudes: Array, static: ModelStatic) -> Array:
-    """Mode amplitudes ``(..., K)`` (Å RMSD) -> bead nodes ``(..., R, 3)`` Å: X0 + Σ a_k s_k."""
-    return deform(static.x0, static.mode_vectors, amplitudes)
+def nodes_from_amplitudes(amplitudes: Array, static: ModelStatic) -> Array:
+    """Mode amplitudes ``(..., K)`` (Å RMSD) -> nodes ``(..., R, 3)`` Å: X0 + Σ a_k s_k."""
+    return deform(static.x0_nodes, static.mode_vectors, amplitudes)
 
 
-def decode_beads(decoder: LatentDecoder, z: Array, static: ModelStatic) -> tuple[Array, Array]:
-    """Latents ``(B, D)`` -> (amplitudes ``(B, K)`` Å RMSD, bead nodes ``(B, R, 3)`` Å)."""
+def rendered_points(nodes: Array, static: ModelStatic) -> Array:
+    """Nodes ``(..., R, 3)`` -> scattering points ``(..., P, 3)`` Å, each moved with its node."""
+    displacement = nodes - jnp.asarray(static.x0_nodes)
+    return jnp.asarray(static.render_x0) + jnp.take(displacement, static.render_node, axis=-2)
+
+
+def decode_nodes(decoder: LatentDecoder, z: Array, static: ModelStatic) -> tuple[Array, Array]:
+    """Latents ``(B, D)`` -> (amplitudes ``(B, K)`` Å RMSD, nodes ``(B, R, 3)`` Å)."""
     amplitudes = jax.vmap(decoder)(z)
-    return amplitudes, beads_from_amplitudes(amplitudes, static)
+    return amplitudes, nodes_from_amplitudes(amplitudes, static)
 
 
 def decoder_from_params(params: dict, static: ModelStatic) -> LatentDecoder:
@@ -412,9 +424,9 @@ def decoder_from_params(params: dict, static: ModelStatic) -> LatentDecoder:
 
 
 def simulate_particles(
-    beads: Array, rotations: Array, shifts: Array, ctf: CTFParams, static: ModelStatic
+    nodes: Array, rotations: Array, shifts: Array, ctf: CTFParams, static: ModelStatic
 ) -> Array:
-    """Noise-free ``(B, M)`` scored Fourier parts of ``(B, R, 3)`` Å coordinates in poses.
+    """Noise-free ``(B, M)`` scored Fourier parts of particles with nodes ``(B, R, 3)`` Å.
 
     ``physics.cryoem.simulate_batch`` (σ_e · CTF · projected potential, rad·Å²) band-limited
     to the window's k_max: the same normalisation as :func:`observed_fourier` of the
@@ -426,7 +438,7 @@ def simulate_particles(
     with jax.ensure_compile_time_eval():
         ft, _ = simulate_batch(
             static.scatterers,
-            beads + jnp.asarray(static.offsets),
+            rendered_points(nodes, static),
             rotations,
             shifts,
             ctf,
@@ -451,18 +463,22 @@ def scored_sd(sigma: Array, window: FourierWindow) -> Array:
     return (sigma * unit)[:, None] * jnp.sqrt(window.variances())[None, :]
 
 
-def physics_log_prior(beads: Array, amplitudes: Array, cfg: ModelConfig, static: ModelStatic):
-    """``(B,)`` weighted physics log-prior of decoded beads and their mode amplitudes."""
-    unit_amplitudes = amplitudes * math.sqrt(static.n_nodes)  # unit-vector amplitudes
-    total = cfg.elastic_weight * mode_logprior(unit_amplitudes, static.mode_eigenvalues)
-    if static.prior_index is not None:
-        beads = beads[..., static.prior_index, :]
+def physics_log_prior(nodes: Array, amplitudes: Array, cfg: ModelConfig, static: ModelStatic):
+    """``(B,)`` weighted physics log-prior of decoded nodes ``(B, R, 3)`` and amplitudes.
+
+    Elastic network (distances of the Cα nodes vs the reference), harmonic ANM amplitudes,
+    Cα-Cα virtual bonds and Cα clashes (``structure.priors``), each times its weight.
+    """
+    total = jnp.zeros(nodes.shape[:-2], nodes.dtype)
+    if cfg.elastic_weight:
+        total += elastic_logprior(nodes, static.x0_nodes, static.elastic_pairs, cfg.elastic_weight)
+    if cfg.mode_weight:
+        unit_amplitudes = amplitudes * math.sqrt(static.n_nodes)  # unit-vector amplitudes
+        total += cfg.mode_weight * mode_logprior(unit_amplitudes, static.mode_eigenvalues)
     if cfg.bond_weight:
-        total = total + cfg.bond_weight * ca_bond_logprior(
-            beads, static.bonded, static.bond_lengths
-        )
+        total += cfg.bond_weight * ca_bond_logprior(nodes, static.bonded, static.bond_lengths)
     if cfg.clash_weight:
-        total = total + cfg.clash_weight * clash_logprior(beads, static.clash_pairs)
+        total += cfg.clash_weight * clash_logprior(nodes, static.clash_pairs)
     return total
 
 
@@ -510,10 +526,10 @@ def cryoem_model(batch: ParticleBatch, cfg: ModelConfig, static: ModelStatic) ->
             shift = numpyro.sample(
                 "shift", dist.Normal(jnp.zeros(2), cfg.shift_prior_sd).to_event(1)
             )
-        amplitudes, beads = decode_beads(decoder, z, static)
-        numpyro.factor("physics_prior", physics_log_prior(beads, amplitudes, cfg, static))
+        amplitudes, nodes = decode_nodes(decoder, z, static)
+        numpyro.factor("physics_prior", physics_log_prior(nodes, amplitudes, cfg, static))
         clean = scale[group][:, None] * simulate_particles(
-            beads, rotation, shift, batch.ctf, static
+            nodes, rotation, shift, batch.ctf, static
         )
         numpyro.sample(
             "image",
@@ -547,19 +563,19 @@ def latent_grid_posterior(
     scale = params["image_scale"][batch.optics_group]
     observed = observed_fourier(batch.images, static.window)
     z_grid = jnp.asarray(z_grid).reshape(-1, 1)
-    amplitudes, beads = decode_beads(decoder, z_grid, static)  # (G, K), (G, R, 3)
+    amplitudes, nodes = decode_nodes(decoder, z_grid, static)  # (G, K), (G, R, 3)
     log_prior_z = jax.vmap(lambda z: _log_prior_z(z, cfg, params))(z_grid)
-    log_phys = physics_log_prior(beads, amplitudes, cfg, static)  # (G,)
+    log_phys = physics_log_prior(nodes, amplitudes, cfg, static)  # (G,)
 
-    def per_grid_point(beads_g):
+    def per_grid_point(nodes_g):
         b = batch.indices.shape[0]
-        tiled = jnp.broadcast_to(beads_g, (b, *beads_g.shape))
+        tiled = jnp.broadcast_to(nodes_g, (b, *nodes_g.shape))
         clean = scale[:, None] * simulate_particles(
             tiled, batch.rotations, batch.shifts, batch.ctf, static
         )
         return image_log_likelihood(observed, clean, sigma, static.window)  # (B,)
 
-    log_lik = jax.lax.map(per_grid_point, beads)  # (G, B)
+    log_lik = jax.lax.map(per_grid_point, nodes)  # (G, B)
     log_post = (log_lik + (log_prior_z + log_phys)[:, None]).T
     return jax.nn.softmax(log_post, axis=-1)
 
@@ -606,7 +622,7 @@ def initial_noise_and_scale(
     if poses_known:
         observed = np.asarray(observed_fourier(batch.images, static.window))
         b = images.shape[0]
-        x0 = jnp.broadcast_to(jnp.asarray(static.x0), (b, *static.x0.shape))
+        x0 = jnp.broadcast_to(jnp.asarray(static.x0_nodes), (b, *static.x0_nodes.shape))
         clean = np.asarray(simulate_particles(x0, batch.rotations, batch.shifts, batch.ctf, static))
         w = 1.0 / np.asarray(static.window.variances())
         scale_i = np.sum(w * observed * clean, axis=1) / np.maximum(

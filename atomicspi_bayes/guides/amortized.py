@@ -37,7 +37,7 @@ from atomicspi_bayes.model import (
     ModelStatic,
     ParticleBatch,
     TangentNormalSO3,
-    decode_beads,
+    decode_nodes,
     image_log_likelihood,
     observed_fourier,
     particle_plate,
@@ -82,6 +82,7 @@ class AmortizedGuide:
         cfg, static: the model's configuration and arrays.
         image_size: side of the low-pass image (``kind="image"``).
         pose_heads: H, number of rotation hypotheses (amortized poses).
+        sensitivity_modes: number of softest modes whose scores the encoder sees.
     """
 
     encoder: eqx.Module
@@ -90,6 +91,7 @@ class AmortizedGuide:
     static: ModelStatic
     image_size: int = 32
     pose_heads: int = 1
+    sensitivity_modes: int = 64
 
     def __call__(self, batch: ParticleBatch) -> None:
         encoder = eqx_module("encoder", self.encoder)
@@ -121,6 +123,7 @@ class AmortizedGuide:
             ref_scale = jnp.asarray(self.static.image_scale)
             ref_sigma = jnp.asarray(self.static.noise_sigma)
             score = mode_sensitivity(batch, self.static, ref_scale, ref_sigma)
+            score = score[:, : self.sensitivity_modes]  # the softest modes carry the signal
             return (jnp.concatenate([score, pose_features(batch)], axis=-1),)
         images = lowpass_images(batch, self.static, self.image_size, jax.lax.stop_gradient(sigma))
         side = pose_features(batch)[:, 6:] if self._amortized else pose_features(batch)
@@ -161,11 +164,11 @@ class AmortizedGuide:
         static = self.static
         group = batch.optics_group
         observed = observed_fourier(batch.images, static.window)
-        _, beads = decode_beads(decoder, jax.lax.stop_gradient(z_mean), static)
+        _, nodes = decode_nodes(decoder, jax.lax.stop_gradient(z_mean), static)
 
         def score(rot_h, shift_h):
             clean = scale[group][:, None] * simulate_particles(
-                beads, rot_h, shift_h, batch.ctf, static
+                nodes, rot_h, shift_h, batch.ctf, static
             )
             return image_log_likelihood(observed, clean, sigma[group], static.window)
 

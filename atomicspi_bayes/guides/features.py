@@ -22,7 +22,7 @@ from jax import Array
 from atomicspi_bayes.model import (
     ModelStatic,
     ParticleBatch,
-    beads_from_amplitudes,
+    nodes_from_amplitudes,
     observed_fourier,
     scored_sd,
     simulate_particles,
@@ -51,8 +51,8 @@ def mode_sensitivity(
     sd = scored_sd(sigma[group], static.window)
 
     def render(amplitudes: Array) -> Array:
-        beads = beads_from_amplitudes(amplitudes, static)
-        clean = simulate_particles(beads, batch.rotations, batch.shifts, batch.ctf, static)
+        nodes = nodes_from_amplitudes(amplitudes, static)
+        clean = simulate_particles(nodes, batch.rotations, batch.shifts, batch.ctf, static)
         return scale[group][:, None] * clean
 
     zero = jnp.zeros((batch.indices.shape[0], static.n_modes), dtype=jnp.float32)

@@ -66,14 +66,18 @@ class FitConfig:
         latent_dim: D, dimension of the conformation latent z (1-4).
         poses: ``"fixed"`` (STAR poses) or ``"amortized"`` (rotation and shift inferred).
         coarse_grained: one bead per residue (True) or all atoms in the likelihood (False).
-        n_modes: K, number of ANM modes the decoder drives.
-        anm_cutoff: Å, elastic-network cutoff.
+        n_modes: K, number of ANM modes the decoder drives (0: all 3R-6, a complete basis of
+            non-rigid bead displacements).
+        anm_cutoff: Å, elastic-network cutoff of the ANM modes.
+        elastic_cutoff: Å, cutoff of the springs of the elastic prior (short: local
+            geometry is kept while domains move rigidly).
         decoder_hidden: hidden widths of the z -> amplitudes MLP (empty: linear decoder).
         z_prior: ``"normal"`` (N(0, I)) or ``"mixture"`` (learnable Gaussian mixture).
         n_mixture: components of the mixture prior.
         resolution: Å, likelihood uses Fourier coefficients with |k| <= 1/resolution.
         learn_noise: learn the noise level per optics group (else fixed at its estimate).
-        elastic_weight: multiplies the harmonic ANM log-prior of the amplitudes (1/kT_eff).
+        elastic_weight: γ/kT of the elastic-network prior on decoded Cα distances (kT/Å²).
+        mode_weight: multiplies the harmonic ANM log-prior of the amplitudes (1/kT_eff).
         bond_weight: multiplies the Cα-Cα bond log-prior of the decoded beads.
         clash_weight: multiplies the Cα clash log-prior of the decoded beads.
         shift_prior_sd: Å, sd of the Gaussian prior on shifts (amortized poses).
@@ -99,12 +103,14 @@ class FitConfig:
     coarse_grained: bool = True
     n_modes: int = 32
     anm_cutoff: float = 15.0
+    elastic_cutoff: float = 7.0
     decoder_hidden: tuple[int, ...] = (64, 64)
     z_prior: str = "normal"
     n_mixture: int = 4
     resolution: float = 6.0
     learn_noise: bool = True
-    elastic_weight: float = 1.0
+    elastic_weight: float = 0.05
+    mode_weight: float = 0.0
     bond_weight: float = 1.0
     clash_weight: float = 1.0
     shift_prior_sd: float = 3.0
@@ -138,14 +144,15 @@ class FitConfig:
             not (self.encoder == "sensitivity" and self.poses == "amortized"),
             "encoder 'sensitivity' needs poses 'fixed' (use 'image' or 'auto')",
         )
-        need(self.n_modes >= 1, f"n_modes must be >= 1, got {self.n_modes}")
+        need(self.n_modes >= 0, f"n_modes must be >= 0 (0 = all 3R-6), got {self.n_modes}")
         need(self.anm_cutoff > 0, f"anm_cutoff must be > 0 Å, got {self.anm_cutoff}")
+        need(self.elastic_cutoff > 0, f"elastic_cutoff must be > 0 Å, got {self.elastic_cutoff}")
         need(self.n_mixture >= 1, f"n_mixture must be >= 1, got {self.n_mixture}")
         need(
             math.isfinite(self.resolution) and self.resolution > 0,
             f"resolution must be a positive number of Å, got {self.resolution}",
         )
-        for name in ("elastic_weight", "bond_weight", "clash_weight"):
+        for name in ("elastic_weight", "mode_weight", "bond_weight", "clash_weight"):
             value = getattr(self, name)
             need(math.isfinite(value) and value >= 0, f"{name} must be >= 0, got {value}")
         need(self.shift_prior_sd > 0, f"shift_prior_sd must be > 0 Å, got {self.shift_prior_sd}")
@@ -359,26 +366,22 @@ class FitProblem:
         return self.batch(positions)
 
     def decode(self, params: dict, z: np.ndarray) -> np.ndarray:
-        """Latents ``(n, D)`` -> decoded model coordinates ``(n, R_or_N, 3)`` Å (centred frame)."""
-        from atomicspi_bayes.model import decode_beads, decoder_from_params
+        """Latents ``(n, D)`` -> decoded Cα nodes ``(n, R, 3)`` Å (centred model frame)."""
+        from atomicspi_bayes.model import decode_nodes, decoder_from_params
 
         decoder = decoder_from_params(params, self.static)
-        _, coords = decode_beads(decoder, jnp.asarray(z, dtype=jnp.float32), self.static)
-        return np.asarray(coords)
+        _, nodes = decode_nodes(decoder, jnp.asarray(z, dtype=jnp.float32), self.static)
+        return np.asarray(nodes)
 
-    def ca_coords(self, decoded: np.ndarray) -> np.ndarray:
-        """Cα (bead node) coordinates ``(..., R, 3)`` Å of decoded coordinates (centred frame)."""
-        index = self.static.prior_index
-        return np.asarray(decoded) if index is None else np.asarray(decoded)[..., index, :]
+    def all_atom_coords(self, nodes: np.ndarray) -> np.ndarray:
+        """Decoded nodes ``(..., R, 3)`` (centred) -> all atoms ``(..., N, 3)`` Å, input frame.
 
-    def all_atom_coords(self, decoded: np.ndarray) -> np.ndarray:
-        """Decoded coordinates ``(..., R_or_N, 3)`` -> all atoms ``(..., N, 3)`` Å, input frame."""
+        Every atom moves rigidly with its residue's Cα node.
+        """
         from atomicspi_bayes.structure import atom_coords_from_beads
 
-        decoded = np.asarray(decoded) + self.centre
-        if not self.cfg.coarse_grained:
-            return decoded
-        return np.asarray(atom_coords_from_beads(self.reference, self.beads, decoded))
+        nodes = np.asarray(nodes, dtype=np.float64) + self.centre
+        return np.asarray(atom_coords_from_beads(self.reference, self.beads, nodes))
 
 
 def _check_metadata(metadata, path: Path, cfg: FitConfig) -> None:
@@ -395,34 +398,29 @@ def _check_metadata(metadata, path: Path, cfg: FitConfig) -> None:
         )
 
 
-def _render_model(reference, beads, cfg: FitConfig, centre: np.ndarray, modes) -> dict:
-    """Arrays the projector renders: bead nodes (coarse-grained) or all atoms.
+def _render_model(reference, beads, coarse_grained: bool, centre: np.ndarray) -> dict:
+    """Scattering points the projector renders and the node (Cα) that carries each one.
 
-    Both use the bead (Cα) graph for modes and priors; all-atom rendering moves every atom
-    rigidly with its residue's node (``structure.bead_to_atom_displacements``).
+    Coarse-grained: one bead Gaussian per residue at its scattering centre. All-atom: every
+    atom with a residue node, moved rigidly with that residue's Cα
+    (``structure.bead_to_atom_displacements``'s convention).
     """
     from atomicspi_bayes.physics.cryoem import Scatterers
-    from atomicspi_bayes.structure import bead_to_atom_displacements
 
-    vectors = modes.rmsd_scaled_vectors()
-    if cfg.coarse_grained:
-        offsets = beads.offsets if beads.offsets is not None else np.zeros_like(beads.coords)
+    if coarse_grained:
+        points = np.asarray(beads.scattering_coords(), dtype=np.float64) - centre
         return {
-            "x0": np.asarray(beads.coords, dtype=np.float64) - centre,
-            "offsets": offsets, "scatterers": Scatterers.from_gaussians(beads.a, beads.b),
-            "mode_vectors": vectors, "prior_index": None,
+            "render_x0": points, "render_node": np.arange(beads.n_beads),
+            "scatterers": Scatterers.from_gaussians(beads.a, beads.b),
         }  # fmt: skip
-    atoms = np.asarray(reference.coords, dtype=np.float64) - centre
-    keep = np.asarray(beads.atom_to_bead) >= 0
-    ca = np.flatnonzero((np.asarray(reference.atom_names) == "CA") & keep)
-    node_of_ca = np.asarray(beads.atom_to_bead)[ca]
-    prior_index = np.empty(beads.n_beads, dtype=np.int64)
-    prior_index[node_of_ca] = ca
+    node = np.asarray(beads.atom_to_bead)
+    keep = node >= 0
+    if not keep.all():
+        logger.info("all-atom rendering leaves out %d atoms without a residue node", (~keep).sum())
+    atoms = np.asarray(reference.coords, dtype=np.float64)[keep] - centre
     return {
-        "x0": atoms, "offsets": np.zeros_like(atoms),
-        "scatterers": Scatterers.from_elements(np.asarray(reference.elements)),
-        "mode_vectors": np.asarray(bead_to_atom_displacements(vectors, beads.atom_to_bead)),
-        "prior_index": prior_index,
+        "render_x0": atoms, "render_node": node[keep],
+        "scatterers": Scatterers.from_elements(np.asarray(reference.elements)[keep]),
     }  # fmt: skip
 
 
@@ -450,7 +448,13 @@ def build_problem(
         ModelStatic,
         initial_noise_and_scale,
     )
-    from atomicspi_bayes.structure import anm_modes, clash_pairs, coarse_grain, ideal_bond_lengths
+    from atomicspi_bayes.structure import (
+        anm_modes,
+        clash_pairs,
+        coarse_grain,
+        elastic_pairs,
+        ideal_bond_lengths,
+    )
 
     particles_path, structure_path = Path(particles_path), Path(structure_path)
     metadata = read_particles(particles_path)
@@ -482,8 +486,9 @@ def build_problem(
         )
     beads = coarse_grain(reference)
     nodes = np.asarray(beads.coords, dtype=np.float64) - centre
-    modes = anm_modes(nodes, cfg.n_modes, cfg.anm_cutoff)
-    render = _render_model(reference, beads, cfg, centre, modes)
+    n_modes = cfg.n_modes if cfg.n_modes > 0 else 3 * beads.n_beads - 6
+    modes = anm_modes(nodes, n_modes, cfg.anm_cutoff)
+    render = _render_model(reference, beads, cfg.coarse_grained, centre)
     window = FourierWindow.create(box, pixel, cfg.resolution)
     model_cfg = ModelConfig(
         latent_dim=cfg.latent_dim,
@@ -492,6 +497,7 @@ def build_problem(
         n_mixture=cfg.n_mixture,
         learn_noise=cfg.learn_noise,
         elastic_weight=cfg.elastic_weight,
+        mode_weight=cfg.mode_weight,
         bond_weight=cfg.bond_weight,
         clash_weight=cfg.clash_weight,
         shift_prior_sd=cfg.shift_prior_sd,
@@ -500,20 +506,21 @@ def build_problem(
     k_decoder, k_encoder = jax.random.split(key)
     n_groups = int(np.unique(np.asarray(metadata.optics_group)).size)
     static = ModelStatic(
-        x0=np.asarray(render["x0"], dtype=np.float32),
-        offsets=np.asarray(render["offsets"], dtype=np.float32),
-        scatterers=render["scatterers"],
-        mode_vectors=np.asarray(render["mode_vectors"], dtype=np.float32),
+        x0_nodes=nodes.astype(np.float32),
+        mode_vectors=np.asarray(modes.rmsd_scaled_vectors(), dtype=np.float32),
         mode_eigenvalues=np.asarray(modes.eigenvalues, dtype=np.float32),
-        prior_index=render["prior_index"],
+        render_x0=np.asarray(render["render_x0"], dtype=np.float32),
+        render_node=np.asarray(render["render_node"], dtype=np.int32),
+        scatterers=render["scatterers"],
         bonded=np.asarray(beads.bonded),
         bond_lengths=ideal_bond_lengths(nodes, beads.bonded),
         clash_pairs=clash_pairs(beads.n_beads, chain_index=np.asarray(beads.chain_index)),
+        elastic_pairs=elastic_pairs(nodes, cfg.elastic_cutoff),
         window=window,
         n_particles=int(rows.size),
         noise_sigma=np.ones(n_groups, dtype=np.float32),
         image_scale=np.ones(n_groups, dtype=np.float32),
-        decoder=LatentDecoder(cfg.latent_dim, cfg.n_modes, cfg.decoder_hidden, key=k_decoder),
+        decoder=LatentDecoder(cfg.latent_dim, n_modes, cfg.decoder_hidden, key=k_decoder),
     )
     problem = FitProblem(
         cfg=cfg, model_cfg=model_cfg, static=static, guide=None, metadata=metadata,
@@ -646,6 +653,7 @@ class FitResult:
         items_per_s: training throughput (particles per second, after compilation).
         resumed_from: step a resumed run continued from (None: fresh).
         nuts_z_score: with ``nuts_subset``: ``(n, D)`` (mean_SVI - mean_NUTS) / sd_NUTS.
+        problem: the :class:`FitProblem` (to decode structures, evaluate posteriors).
     """
 
     run_dir: Path
@@ -658,6 +666,7 @@ class FitResult:
     items_per_s: float
     resumed_from: int | None
     nuts_z_score: np.ndarray | None = None
+    problem: FitProblem | None = None
 
 
 _OUTPUTS = (
@@ -827,7 +836,7 @@ def fit(
     return FitResult(
         run_dir=out_dir, n_particles=n, n_excluded=problem.n_excluded, z_mean=z_mean,
         z_sd=z_sd, elbo=elbo, params=params, items_per_s=result.items_per_s,
-        resumed_from=result.resumed_from, nuts_z_score=nuts_z,
+        resumed_from=result.resumed_from, nuts_z_score=nuts_z, problem=problem,
     )  # fmt: skip
 
 
