@@ -314,8 +314,10 @@ _permute.defvjp(_permute_fwd, _permute_bwd)
 
 def _points(scat: Scatterers, coords: Array) -> Array:
     """Positions of the scattering points ``(..., P, 3)`` from atom coordinates ``(..., N, 3)``."""
-    if scat.repeats:
-        return jnp.repeat(coords, scat.repeats, axis=-2, total_repeat_length=scat.n_points)
+    if scat.repeats:  # broadcast + reshape: its transpose is a sum, not a scatter-add
+        k = scat.repeats
+        expanded = jnp.broadcast_to(coords[..., :, None, :], (*coords.shape[:-1], k, 3))
+        return expanded.reshape(*coords.shape[:-2], coords.shape[-2] * k, 3)
     inverse = jnp.argsort(scat.atom_index)
     return _permute(coords, scat.atom_index, inverse.astype(jnp.int32))
 
@@ -372,20 +374,21 @@ def project_batch(
         # XLA:CPU runs one GEMM per image fastest (cache-resident operands, its batched GEMM
         # is ~4x slower); accelerators want the whole batch vmapped.
         chunk = 1 if jax.default_backend() == "cpu" else n_images
-    shared = coords.ndim == 2
     points = _points(scatterers, coords)
+    if points.ndim == 2:
+        # shared atoms: map over a broadcast copy rather than closing over them, so reverse
+        # mode sums per-image cotangents once instead of threading them through the scan
+        points = jnp.broadcast_to(points, (n_images, *points.shape))
 
     # Rematerialise each image in the backward pass: storing every image's phase tables for
     # reverse mode (B x P x 4(L/2+1) floats) is slower on CPU than recomputing them.
     @jax.checkpoint
     def one(args):
-        r, s = args[0], args[1]
-        c = points if shared else args[2]
+        r, s, c = args
         xy = _points_xy(scatterers, c, r, s)
         return _half_plane_products(scatterers, env, xy, box, pixel_size, m_max, j_max)
 
-    xs = (rotations, shifts) if shared else (rotations, shifts, points)
-    acc = jax.lax.map(one, xs, batch_size=max(1, min(chunk, n_images)))
+    acc = jax.lax.map(one, (rotations, shifts, points), batch_size=max(1, min(chunk, n_images)))
     pos, neg = _to_complex(acc)
     ft = _assemble(pos, neg, box) * POTENTIAL_CONSTANT
     mask = frequency_mask(box, pixel_size, k_max)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 from jax import Array
@@ -87,6 +88,7 @@ class CTFParams(NamedTuple):
         )  # fmt: skip
 
 
+@jax.jit
 def electron_wavelength(voltage_kv: Array | float) -> Array:
     """Relativistic electron wavelength in Å for an acceleration voltage in kV.
 
@@ -98,6 +100,7 @@ def electron_wavelength(voltage_kv: Array | float) -> Array:
     return k / jnp.sqrt(v * (1.0 + v / (2.0 * _M0C2_EV)))
 
 
+@jax.jit
 def interaction_constant(voltage_kv: Array | float) -> Array:
     """Interaction constant σ_e in rad V⁻¹ Å⁻¹ (phase = σ_e × projected potential in V·Å).
 
@@ -108,6 +111,7 @@ def interaction_constant(voltage_kv: Array | float) -> Array:
     return (2.0 * jnp.pi / (lam * v)) * (_M0C2_EV + v) / (2.0 * _M0C2_EV + v)
 
 
+@jax.jit
 def ctf(freqs: Array, params: CTFParams) -> Array:
     """RELION CTF on a frequency grid.
 

@@ -19,6 +19,8 @@ All functions broadcast over leading axes and are jit/vmap/grad friendly.
 
 from __future__ import annotations
 
+from functools import partial
+
 import jax
 import jax.numpy as jnp
 from jax import Array
@@ -40,6 +42,7 @@ __all__ = [
 _GIMBAL_EPS = 1e-6
 
 
+@jax.jit
 def euler_to_matrix(angles: Array) -> Array:
     """RELION ZYZ Euler angles ``(..., 3)`` ``[rot, tilt, psi]`` (radians) -> ``(..., 3, 3)`` A."""
     angles = jnp.asarray(angles)
@@ -53,6 +56,7 @@ def euler_to_matrix(angles: Array) -> Array:
     return jnp.stack([row0, row1, row2], axis=-2)
 
 
+@jax.jit
 def matrix_to_euler(matrix: Array) -> Array:
     """Rotation matrices ``(..., 3, 3)`` -> RELION Euler angles ``(..., 3)`` ``[rot, tilt, psi]``.
 
@@ -78,6 +82,7 @@ def matrix_to_euler(matrix: Array) -> Array:
     return jnp.stack([rot, tilt, psi], axis=-1)
 
 
+@jax.jit
 def quaternion_to_matrix(quaternion: Array) -> Array:
     """Quaternions ``(..., 4)`` ``[w, x, y, z]`` (need not be normalised) -> ``(..., 3, 3)``."""
     q = jnp.asarray(quaternion)
@@ -89,6 +94,7 @@ def quaternion_to_matrix(quaternion: Array) -> Array:
     return jnp.stack([row0, row1, row2], axis=-2)
 
 
+@jax.jit
 def matrix_to_quaternion(matrix: Array) -> Array:
     """Rotation matrices ``(..., 3, 3)`` -> unit quaternions ``(..., 4)`` ``[w, x, y, z]``, w >= 0.
 
@@ -119,6 +125,7 @@ def matrix_to_quaternion(matrix: Array) -> Array:
     return jnp.where(q[..., :1] < 0, -q, q)
 
 
+@jax.jit
 def axis_angle_to_matrix(rotvec: Array) -> Array:
     """Axis-angle vectors ``(..., 3)`` (axis × angle, radians) -> ``(..., 3, 3)`` = expm([v]_x).
 
@@ -142,6 +149,7 @@ def axis_angle_to_matrix(rotvec: Array) -> Array:
     return eye + a[..., None, None] * k + b[..., None, None] * (k @ k)
 
 
+@jax.jit
 def matrix_to_axis_angle(matrix: Array) -> Array:
     """Rotation matrices ``(..., 3, 3)`` -> axis-angle vectors ``(..., 3)``, angle in [0, π]."""
     q = matrix_to_quaternion(matrix)
@@ -153,6 +161,7 @@ def matrix_to_axis_angle(matrix: Array) -> Array:
     return xyz * scale[..., None]
 
 
+@partial(jax.jit, static_argnames=("n", "dtype"))
 def random_quaternions(key: Array, n: int, dtype=jnp.float32) -> Array:
     """``(n, 4)`` unit quaternions ``[w, x, y, z]`` uniform (Haar) on SO(3), w >= 0."""
     q = jax.random.normal(key, (n, 4), dtype=dtype)
@@ -160,6 +169,7 @@ def random_quaternions(key: Array, n: int, dtype=jnp.float32) -> Array:
     return jnp.where(q[..., :1] < 0, -q, q)
 
 
+@partial(jax.jit, static_argnames=("n", "dtype"))
 def random_rotations(key: Array, n: int, dtype=jnp.float32) -> Array:
     """``(n, 3, 3)`` rotation matrices drawn uniformly (Haar measure) on SO(3).
 
@@ -169,6 +179,7 @@ def random_rotations(key: Array, n: int, dtype=jnp.float32) -> Array:
     return quaternion_to_matrix(random_quaternions(key, n, dtype))
 
 
+@jax.jit
 def geodesic_angle(r1: Array, r2: Array) -> Array:
     """Angle (radians, in [0, π]) of the rotation ``r1ᵀ r2`` between ``(..., 3, 3)`` matrices.
 
@@ -183,6 +194,7 @@ def geodesic_angle(r1: Array, r2: Array) -> Array:
     return jnp.arctan2(sin, cos)
 
 
+@jax.jit
 def sixd_to_matrix(x: Array) -> Array:
     """Continuous 6D representation ``(..., 6)`` -> rotation ``(..., 3, 3)`` (Zhou et al. 2019).
 
@@ -199,6 +211,7 @@ def sixd_to_matrix(x: Array) -> Array:
     return jnp.stack([b1, b2, b3], axis=-2)
 
 
+@jax.jit
 def matrix_to_sixd(matrix: Array) -> Array:
     """Rotation ``(..., 3, 3)`` -> its 6D representation ``(..., 6)`` (first two rows)."""
     m = jnp.asarray(matrix)

@@ -19,7 +19,7 @@ The table lookups are NumPy (done once, at model construction); :func:`bead_gaus
 from __future__ import annotations
 
 from collections.abc import Sequence
-from functools import lru_cache
+from functools import lru_cache, partial
 
 import jax
 import jax.numpy as jnp
@@ -97,6 +97,7 @@ def cromer_mann(elements: Sequence[str] | np.ndarray) -> tuple[np.ndarray, np.nd
     return a, b, c
 
 
+@partial(jax.jit, static_argnames=("n_groups",))
 def bead_gaussians(
     a: Array, b: Array, coords: Array, groups: Array, n_groups: int
 ) -> tuple[Array, Array, Array]:
