@@ -282,8 +282,9 @@ def diagnose(
     if result["ppc"] is not None:
         p = result["ppc"]
         console.print(
-            f"PPC: {p.positions.size} particles, median χ²/dof {float(p.chi2_per_dof.mean()):.4f}"
-            f", {int(p.flagged.sum())} flagged (outlier score > {p.threshold:.3g})"
+            f"PPC: {p.positions.size} particles, median χ²/dof "
+            f"{sorted(p.chi2_per_dof)[p.chi2_per_dof.size // 2]:.4f}, "
+            f"{int(p.flagged.sum())} flagged (outlier score > {p.threshold:.3g})"
         )
     if result["gap"] is not None:
         s = result["gap"].summary
@@ -356,6 +357,65 @@ def demo(
     console.print(f"demo finished in {time.perf_counter() - start:.0f} s")
     console.print(json.dumps(summary, indent=2), markup=False, highlight=False)
     console.print(f"report: {summary['report']}")
+
+
+# ---- landscape / kinetics -------------------------------------------------------------
+
+
+@app.command()
+def landscape(
+    run: Path = typer.Argument(..., help="Run folder with latents.npz (from `atomicspi fit`)."),
+    out: Path = typer.Option(None, "--out", help="Output folder (default RUN/landscape)."),
+    grid: int = typer.Option(40, "--grid", help="Bins per latent axis."),
+    kT: float = typer.Option(1.0, "--kT", help="Thermal energy in --energy-unit (F = -kT ln p)."),
+    energy_unit: str = typer.Option(None, "--energy-unit", help="Unit of F (default kT)."),
+    states: str = typer.Option("basins", "--states", help="basins, kmeans or gmm."),
+    n_states: int = typer.Option(None, "--n-states", help="States for kmeans/gmm."),
+    project: str = typer.Option("none", "--project", help="none, or pca for latent dim > 2."),
+    draws: bool = typer.Option(False, "--draws/--no-draws", help="Use z_draws, not mean/sd."),
+    samples: int = typer.Option(400, "--samples", help="NUTS draws per chain."),
+    seed: int = typer.Option(0, "--seed", help="Random seed."),
+) -> None:
+    """Free-energy landscape F(z) with a 5/50/95 % band and state populations."""
+    from atomicspi_bayes.landscape import LandscapeConfig, landscape_from_run
+
+    cfg = LandscapeConfig(
+        n_grid=grid, kT=kT, energy_unit=energy_unit or "kT",
+        states=states, n_states=n_states, project=project, use_draws=draws,
+        num_warmup=samples, num_samples=samples, seed=seed,
+    )  # fmt: skip
+    model, paths = landscape_from_run(run, out, cfg)
+    q = model.states.quantiles()
+    pops = ", ".join(
+        f"state {s}: {q[1, s]:.3f} [{q[0, s]:.3f}, {q[2, s]:.3f}]" for s in range(q.shape[1])
+    )
+    console.print(f"landscape: populations (median [5 %, 95 %]) {pops}", highlight=False)
+    console.print(f"landscape: wrote {', '.join(str(p) for p in paths.values())}")
+
+
+@app.command()
+def kinetics(
+    run: Path = typer.Argument(..., help="Run folder with landscape/landscape.npz."),
+    out: Path = typer.Option(None, "--out", help="Output folder (default RUN/kinetics)."),
+    diffusion: float = typer.Option(1.0, "--diffusion", help="D, latent units^2 per time."),
+    lag: float = typer.Option(None, "--lag", help="MSM lag time (default: slowest time / 10)."),
+    n_states: int = typer.Option(2, "--states", help="PCCA+ metastable states."),
+    landscape_path: Path = typer.Option(None, "--landscape", help="A landscape.npz to use."),
+    max_samples: int = typer.Option(200, "--max-samples", help="Landscape draws analysed."),
+) -> None:
+    """Rates, MFPTs and relaxation times (5/50/95 %) from the landscape's rate matrix."""
+    from atomicspi_bayes.kinetics import KineticsConfig, kinetics_from_run
+
+    cfg = KineticsConfig(diffusion=diffusion, lag=lag, n_states=n_states, max_samples=max_samples)
+    model, paths = kinetics_from_run(run, out, cfg, landscape_path)
+    m = model.quantiles(model.mfpt[:, 0, 1])
+    t = model.quantiles(model.timescales[:, 0])
+    console.print(
+        f"kinetics: MFPT 0->1 {m[1]:.4g} [{m[0]:.4g}, {m[2]:.4g}], slowest relaxation "
+        f"{t[1]:.4g} [{t[0]:.4g}, {t[2]:.4g}] (time unit latent^2/D, 5-95 %)",
+        highlight=False,
+    )
+    console.print(f"kinetics: wrote {', '.join(str(p) for p in paths.values())}")
 
 
 if __name__ == "__main__":

@@ -18,6 +18,8 @@ Public API (exact signatures)::
         .fetch_model() -> KineticsModel
     read_landscape_npz(path) -> LandscapeSamples
     kinetics_from_landscape(landscape_path, out_dir, config=None) -> (KineticsModel, paths)
+    kinetics_from_run(run, out_dir=None, config=None, landscape_path=None)
+        -> (KineticsModel, paths)      # reads RUN/landscape/landscape.npz, writes RUN/kinetics
     simulate_overdamped(key, potential_fn, x0 (n, D), *, diffusion=1.0, kT=1.0, dt,
                         n_records, record_every=1) -> (n_records, n, D)
     first_passage_times(key, potential_fn, x0, target_fn, *, diffusion=1.0, kT=1.0, dt,
@@ -40,7 +42,9 @@ from atomicspi_bayes.kinetics.langevin import (
 )
 from atomicspi_bayes.kinetics.output import (
     LandscapeSamples,
+    find_landscape_npz,
     kinetics_from_landscape,
+    kinetics_from_run,
     read_landscape_npz,
     write_kinetics,
 )
@@ -53,9 +57,11 @@ __all__ = [
     "LandscapeSamples",
     "RateMatrix",
     "autocorrelation",
+    "find_landscape_npz",
     "first_passage_times",
     "implied_timescales",
     "kinetics_from_landscape",
+    "kinetics_from_run",
     "markov_state_model",
     "mean_first_passage_time",
     "read_landscape_npz",

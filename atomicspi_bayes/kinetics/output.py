@@ -23,7 +23,9 @@ from atomicspi_bayes.kinetics.estimator import KineticsConfig, KineticsEstimator
 
 __all__ = [
     "LandscapeSamples",
+    "find_landscape_npz",
     "kinetics_from_landscape",
+    "kinetics_from_run",
     "kinetics_summary",
     "plot_kinetics",
     "read_landscape_npz",
@@ -220,3 +222,37 @@ def kinetics_from_landscape(
         KineticsEstimator(config).fit(ls.free_energy_samples, ls.spacing, kT=ls.kT).fetch_model()
     )
     return model, write_kinetics(model, ls, out_dir)
+
+
+def find_landscape_npz(run: str | Path) -> Path:
+    """``RUN/landscape/landscape.npz``, else ``RUN/landscape.npz`` (or RUN itself if a file).
+
+    Raises:
+        InputFormatError: neither exists (says to run ``atomicspi landscape RUN`` first).
+    """
+    run = Path(run)
+    if run.is_file():
+        return run
+    if not run.is_dir():
+        raise InputFormatError(f"{run}: run directory does not exist")
+    for candidate in (run / "landscape" / "landscape.npz", run / "landscape.npz"):
+        if candidate.is_file():
+            return candidate
+    raise InputFormatError(
+        f"{run / 'landscape' / 'landscape.npz'}: not found; run `atomicspi landscape {run}` "
+        "first (or pass --landscape PATH)"
+    )
+
+
+def kinetics_from_run(
+    run: str | Path,
+    out_dir: str | Path | None = None,
+    config: KineticsConfig | None = None,
+    landscape_path: str | Path | None = None,
+) -> tuple[KineticsModel, dict[str, Path]]:
+    """Kinetics of a run's landscape (see :func:`find_landscape_npz`); default output
+    folder ``RUN/kinetics``."""
+    path = Path(landscape_path) if landscape_path is not None else find_landscape_npz(run)
+    run_dir = Path(run) if Path(run).is_dir() else path.parent
+    target = Path(out_dir) if out_dir is not None else run_dir / "kinetics"
+    return kinetics_from_landscape(path, target, config)

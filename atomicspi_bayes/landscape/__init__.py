@@ -21,6 +21,7 @@ Public API (exact signatures)::
     plot_landscape(landscape) -> matplotlib.figure.Figure
     write_landscape(landscape, out_dir) -> dict[str, Path]
     landscape_from_run(run, out_dir=None, config=None) -> (Landscape, dict[str, Path])
+        # reads RUN/latents.npz, writes RUN/landscape/ by default
 """
 
 from atomicspi_bayes.landscape.estimator import (

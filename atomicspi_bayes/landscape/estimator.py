@@ -62,7 +62,9 @@ class LandscapeConfig:
         basis: "linear" (hat functions) or "constant" (histogram cells).
         kT: thermal energy in ``energy_unit`` (F = -kT ln p). 1.0 with unit "kT".
         energy_unit: label of F's unit, e.g. "kT", "kJ/mol", "kcal/mol".
-        concentration: Dirichlet prior concentration per basis node (> 0).
+        concentration: Dirichlet prior concentration per reported bin (> 0), shared by its
+            ``oversample**D`` basis nodes (each node gets concentration / oversample**D), so
+            the prior's pseudo-count per bin does not grow with the oversampling.
         num_warmup, num_samples, num_chains: NUTS settings for the population posterior.
         n_bootstrap: Bayesian-bootstrap draws for the aggregate-posterior comparison.
         use_draws: build likelihoods from ``z_draws`` instead of (z_mean, z_sd).
@@ -282,7 +284,7 @@ class LandscapeEstimator:
         post = population_posterior(
             key_nuts,
             ll_active,
-            concentration=cfg.concentration,
+            concentration=cfg.concentration / oversample**lat.dim,
             num_warmup=cfg.num_warmup,
             num_samples=cfg.num_samples,
             num_chains=cfg.num_chains,

@@ -166,13 +166,14 @@ def write_landscape(landscape: Landscape, out_dir: str | Path) -> dict[str, Path
 def landscape_from_run(
     run: str | Path, out_dir: str | Path | None = None, config: LandscapeConfig | None = None
 ) -> tuple[Landscape, dict[str, Path]]:
-    """Read ``RUN/latents.npz``, fit the landscape, write the outputs (default into RUN)."""
+    """Read ``RUN/latents.npz``, fit the landscape, write the outputs.
+
+    The default output folder is ``RUN/landscape`` (where ``atomicspi kinetics`` and
+    ``atomicspi report`` look first).
+    """
     latents = read_latents(run)
     model = LandscapeEstimator(config).fit(latents).fetch_model()
     run_path = Path(run)
-    target = (
-        Path(out_dir)
-        if out_dir is not None
-        else (run_path if run_path.is_dir() else run_path.parent)
-    )
+    run_dir = run_path if run_path.suffix != ".npz" else run_path.parent
+    target = Path(out_dir) if out_dir is not None else run_dir / "landscape"
     return model, write_landscape(model, target)

@@ -26,11 +26,17 @@ import numpy as np
 import numpyro
 import numpyro.distributions as dist
 from numpyro.diagnostics import effective_sample_size, split_gelman_rubin
-from numpyro.infer import MCMC, NUTS, init_to_value
+from numpyro.infer import MCMC, NUTS
 
 from atomicspi_bayes.errors import ConfigError, InputFormatError
 
-__all__ = ["PopulationPosterior", "bayesian_bootstrap", "em_populations", "population_posterior"]
+__all__ = [
+    "PopulationPosterior",
+    "PopulationSampler",
+    "bayesian_bootstrap",
+    "em_populations",
+    "population_posterior",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -102,6 +108,75 @@ def em_populations(log_lik: np.ndarray, n_iter: int = 2000, tol: float = 1e-8) -
     return w / w.sum()
 
 
+class PopulationSampler:
+    """Reusable NUTS sampler of population weights (compiled once per (N, K) shape).
+
+    ``PopulationSampler(...).run(key, log_lik)`` returns a :class:`PopulationPosterior`;
+    repeated runs on likelihood matrices of the same shape reuse the compiled sampler
+    (NumPyro ``jit_model_args``), which matters for calibration studies over many data sets.
+
+    Args:
+        concentration: Dirichlet prior concentration alpha (> 0) for every state.
+        num_warmup, num_samples, num_chains: NUTS settings (chains run vectorized).
+    """
+
+    def __init__(
+        self,
+        *,
+        concentration: float = 1.0,
+        num_warmup: int = 500,
+        num_samples: int = 500,
+        num_chains: int = 2,
+    ) -> None:
+        if not concentration > 0:
+            raise ConfigError(f"concentration={concentration}: Dirichlet concentration must be > 0")
+        if min(num_warmup, num_samples, num_chains) < 1:
+            raise ConfigError(
+                f"num_warmup={num_warmup}, num_samples={num_samples}, num_chains={num_chains}: "
+                "all must be >= 1"
+            )
+        self.concentration = float(concentration)
+        self.num_chains = int(num_chains)
+        self._mcmc = MCMC(
+            NUTS(_model),
+            num_warmup=int(num_warmup),
+            num_samples=int(num_samples),
+            num_chains=self.num_chains,
+            chain_method="vectorized",
+            progress_bar=False,
+            jit_model_args=True,
+        )
+
+    def run(
+        self, key: jax.Array, log_lik: np.ndarray, init_weights: np.ndarray | None = None
+    ) -> PopulationPosterior:
+        """Sample the weights given (N, K) log-likelihoods; optional (K,) start weights."""
+        lik = jnp.asarray(np.exp(_check_log_lik(log_lik)), dtype=jnp.float32)
+        k = lik.shape[1]
+        if init_weights is None:
+            init_weights = np.full(k, 1.0 / k)
+        # Start near the given weights, mixed with uniform so no weight starts deep in a tail.
+        w_init = np.asarray(init_weights, dtype=np.float64)
+        w_init = 0.9 * w_init / w_init.sum() + 0.1 / k
+        u0 = np.log(w_init) + np.log(k)
+        c = self.num_chains
+        init = {"u": jnp.asarray(np.broadcast_to(u0, (c, k)) if c > 1 else u0, jnp.float32)}
+        mcmc = self._mcmc
+        mcmc.run(key, lik, self.concentration, init_params=init, extra_fields=("diverging",))
+        u = np.asarray(mcmc.get_samples(group_by_chain=True)["u"], dtype=np.float64)  # (C,S,K)
+        log_w = u - np.logaddexp.reduce(u, axis=-1, keepdims=True)
+        r_hat = np.asarray(split_gelman_rubin(log_w)) if c > 1 else np.full(k, np.nan)
+        ess = np.asarray(effective_sample_size(log_w))
+        div = int(np.sum(np.asarray(mcmc.get_extra_fields()["diverging"])))
+        if c > 1 and np.nanmax(r_hat) > 1.05:
+            logger.warning("population posterior: max R-hat %.3f > 1.05", float(np.nanmax(r_hat)))
+        if div:
+            logger.warning("population posterior: %d divergent transitions", div)
+        return PopulationPosterior(
+            weights=np.exp(log_w).reshape(-1, k), r_hat=r_hat, ess=ess, num_divergences=div
+        )
+
+
 def population_posterior(
     key: jax.Array,
     log_lik: np.ndarray,
@@ -116,7 +191,8 @@ def population_posterior(
 
     Args:
         key: PRNG key.
-        log_lik: (N, K) log p(y_n | state k), any per-particle offset.
+        log_lik: (N, K) log p(y_n | state k), any per-particle offset; -inf allowed as long
+            as every particle has one finite entry.
         concentration: Dirichlet prior concentration alpha (> 0) for every state.
         num_warmup, num_samples, num_chains: NUTS settings (chains run vectorized).
         init_weights: optional (K,) starting weights (e.g. from :func:`em_populations`).
@@ -124,43 +200,13 @@ def population_posterior(
     Returns:
         :class:`PopulationPosterior` with ``num_chains * num_samples`` draws.
     """
-    if concentration <= 0:
-        raise ConfigError(f"concentration={concentration}: Dirichlet concentration must be > 0")
-    if min(num_warmup, num_samples, num_chains) < 1:
-        raise ConfigError(
-            f"num_warmup={num_warmup}, num_samples={num_samples}, num_chains={num_chains}: "
-            "all must be >= 1"
-        )
-    lik = jnp.asarray(np.exp(_check_log_lik(log_lik)), dtype=jnp.float32)
-    k = lik.shape[1]
-    if init_weights is None:
-        init_weights = np.full(k, 1.0 / k)
-    # Start near the given weights, mixed with uniform so no weight starts deep in a tail.
-    w_init = np.asarray(init_weights, dtype=np.float64)
-    w_init = 0.9 * w_init / w_init.sum() + 0.1 / k
-    u0 = np.log(w_init) + np.log(k)
-    kernel = NUTS(_model, init_strategy=init_to_value(values={"u": jnp.asarray(u0)}))
-    mcmc = MCMC(
-        kernel,
+    sampler = PopulationSampler(
+        concentration=concentration,
         num_warmup=num_warmup,
         num_samples=num_samples,
         num_chains=num_chains,
-        chain_method="vectorized",
-        progress_bar=False,
     )
-    mcmc.run(key, lik, float(concentration), extra_fields=("diverging",))
-    u = np.asarray(mcmc.get_samples(group_by_chain=True)["u"], dtype=np.float64)  # (C, S, K)
-    log_w = u - np.logaddexp.reduce(u, axis=-1, keepdims=True)
-    r_hat = np.asarray(split_gelman_rubin(log_w)) if num_chains > 1 else np.full(k, np.nan)
-    ess = np.asarray(effective_sample_size(log_w))
-    div = int(np.sum(np.asarray(mcmc.get_extra_fields()["diverging"])))
-    if num_chains > 1 and np.nanmax(r_hat) > 1.05:
-        logger.warning("population posterior: max R-hat %.3f > 1.05", float(np.nanmax(r_hat)))
-    if div:
-        logger.warning("population posterior: %d divergent transitions", div)
-    return PopulationPosterior(
-        weights=np.exp(log_w).reshape(-1, k), r_hat=r_hat, ess=ess, num_divergences=div
-    )
+    return sampler.run(key, log_lik, init_weights)
 
 
 def bayesian_bootstrap(
