@@ -69,7 +69,7 @@ def test_nuts_draws_are_summarised(tmp_path):
 
 
 def test_missing_run_is_one_clear_error(tmp_path):
-    with pytest.raises(InputFormatError, match="latents.npz"):
+    with pytest.raises(InputFormatError, match=r"latents\.npz"):
         summarize_run(tmp_path)
     result = CliRunner().invoke(app, ["diagnose", str(tmp_path / "nope")])
     assert result.exit_code != 0
