@@ -74,13 +74,18 @@ def elbo_figure(elbo: np.ndarray) -> Figure:
     fig = _figure(10.0, 3.4)
     ax_full, ax_tail = fig.subplots(1, 2)
     x, y = steps[ok], elbo[ok]
+    # large ELBOs: plot in units of 10^3k nats rather than with an offset label
+    power = int(3 * (np.floor(np.log10(np.max(np.abs(y)))) // 3)) if y.size and np.any(y) else 0
+    power = power if power >= 3 else 0
+    unit = f"10$^{{{power}}}$ nats" if power else "nats"
+    y = y / 10.0**power
     smooth = running_mean(y, max(2, y.size // 25)) if y.size else y
     ax_full.plot(x, y, color=_LIGHT, linewidth=0.8, label="per step")
     ax_full.plot(x, smooth, color=_BLUE, linewidth=1.8, label="running mean")
     if y.size and np.all(y < 0) and y.min() / min(y.max(), -1e-300) > 100:
         ax_full.set_yscale("symlog", linthresh=float(-y.max()))
     ax_full.set_xlabel("optimisation step")
-    ax_full.set_ylabel("ELBO (nats, higher is better)")
+    ax_full.set_ylabel(f"ELBO ({unit}, higher is better)")
     ax_full.set_title("whole run", fontsize=10)
     ax_full.legend(fontsize=8, frameon=False)
     half = x.size // 2
@@ -91,9 +96,10 @@ def elbo_figure(elbo: np.ndarray) -> Figure:
         lo, hi = np.percentile(yt, [1, 99])
         pad = 0.1 * (hi - lo) if hi > lo else 1.0
         ax_tail.set_ylim(lo - pad, hi + pad)
-        ax_tail.set_title(f"second half (final running mean {st[-1]:.5g} nats)", fontsize=10)
+        final = f"{st[-1] * 10.0**power:.5g}"
+        ax_tail.set_title(f"second half (final running mean {final} nats)", fontsize=10)
     ax_tail.set_xlabel("optimisation step")
-    ax_tail.set_ylabel("ELBO (nats)")
+    ax_tail.set_ylabel(f"ELBO ({unit})")
     for ax in (ax_full, ax_tail):
         _tidy(ax)
         ax.xaxis.set_major_locator(MaxNLocator(integer=True, nbins=6))

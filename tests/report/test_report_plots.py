@@ -53,8 +53,9 @@ def test_elbo_figure_labels_and_png():
     elbo = -(1e4 * np.exp(-t / 50) + 100 + np.sin(t))
     elbo[10] = np.nan
     fig = plots.elbo_figure(elbo)
-    assert all("step" in xl and "ELBO (nats" in yl for xl, yl in _labels(fig))
+    assert all("step" in xl and "ELBO (10$^{3}$ nats" in yl for xl, yl in _labels(fig))
     assert fig.axes[0].get_yscale() == "symlog"  # spans two decades
+    assert "10$^{3}$ nats" in fig.axes[0].get_ylabel()  # no offset text on the axis
     assert "1 non-finite" in fig._suptitle.get_text()
     png = plots.figure_png(fig)
     assert png[:8] == PNG_MAGIC
