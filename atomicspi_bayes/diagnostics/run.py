@@ -8,6 +8,7 @@ checkpoint in ``RUN/checkpoints/``, and runs every diagnostic on a run directory
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import tomllib
@@ -157,24 +158,42 @@ def diagnose_run(
 
 def calibrate_run(
     run_dir: str | os.PathLike,
-    problem,
-    params: dict,
+    problem=None,
+    params: dict | None = None,
     *,
     n_sims: int = 1000,
     n_draws: int = 99,
     seed: int = 0,
     guide_scale: float | None = None,
 ) -> tuple[object, list[Path]]:
-    """SBC of a run's amortized posterior, written to ``RUN/calibration/`` (sbc.json, sbc.npz,
-    sbc_ranks.png, sbc_ecdf.png). ``guide_scale`` rescales the guide's z sds first (a
-    deliberately miscalibrated guide, e.g. 0.5) and is recorded in the JSON."""
+    """SBC of a run's amortized posterior, written to ``RUN/calibration/``.
+
+    Files: ``sbc.json``, ``sbc.npz``, ``sbc_ranks.png``, ``sbc_ecdf.png`` (the layout
+    ``report.artifacts`` reads). ``guide_scale`` rescales the guide's z sds first (a
+    deliberately miscalibrated guide, e.g. 0.5) and is recorded in the JSON.
+
+    Args:
+        run_dir: the run folder.
+        problem, params: the run's fitted problem and SVI parameters, e.g. ``FitResult.problem``
+            and ``FitResult.params`` of ``pipeline.fit``, or ``pipeline.build_problem`` +
+            :func:`restore_params` (what ``atomicspi calibrate`` does).
+        n_sims, n_draws, seed: SBC size and PRNG seed.
+
+    Raises:
+        ConfigError: no problem/params given.
+    """
     from atomicspi_bayes.diagnostics.predictive import shrink_guide
     from atomicspi_bayes.diagnostics.sbc import sbc, write_sbc
 
+    if problem is None or params is None:
+        raise ConfigError(
+            "calibrate_run needs the run's problem and params (FitResult.problem/.params, or "
+            "pipeline.build_problem + diagnostics.restore_params as `atomicspi calibrate` does)"
+        )
     guide = None if guide_scale is None else shrink_guide(problem.guide, guide_scale)
     result = sbc(
         jax.random.PRNGKey(seed), problem, params, n_sims=n_sims, n_draws=n_draws, guide=guide
     )
     extra = {"seed": seed, "guide_scale": 1.0 if guide_scale is None else float(guide_scale)}
-    result = type(result)(**{**result.__dict__, "extra": extra})
+    result = dataclasses.replace(result, extra=extra)
     return result, write_sbc(result, Path(run_dir) / "calibration")

@@ -29,6 +29,7 @@ A ∪-shaped rank histogram (coverage below nominal) means an over-confident pos
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -272,9 +273,7 @@ def sbc(
         k_stats, ranks, n_draws, names=names, n_bins=n_bins, levels=levels,
         contraction=contraction,
     )  # fmt: skip
-    return SBCResult(
-        **{**result.__dict__, "acceptance_rate": accept_rate, "truth": truth, "extra": {}}
-    )
+    return dataclasses.replace(result, acceptance_rate=accept_rate, truth=truth)
 
 
 def _simulate_and_rank(key, problem, params, guide, template, latents, n_draws, draw_scale):
