@@ -26,6 +26,9 @@ from atomicspi_bayes.report.snapshots import render_snapshots
 
 log = logging.getLogger(__name__)
 
+#: CSV tables longer than this are summarised in one line instead of shown.
+_MAX_TABLE_ROWS = 30
+
 #: Keys that mark the centre and the edges of an interval inside a JSON object.
 _MID_KEYS = ("median", "q50", "p50", "50", "mid", "estimate", "mean", "value")
 _LO_KEYS = ("q05", "p05", "05", "5", "q025", "lo", "low", "lower", "ci_low")
@@ -446,7 +449,8 @@ def _latent_summary(art: RunArtifacts) -> str:
 def _section_diagnostics(art: RunArtifacts) -> Section:
     title = "Diagnostics"
     pngs = art.figures.get("diagnostics", [])
-    body = _latent_summary(art)
+    # the diagnose command's summary.json carries the same numbers (and more)
+    body = "" if "summary.json" in art.diagnostics else _latent_summary(art)
     if not art.diagnostics and not pngs:
         body += _not_run(
             "no diagnostics/ results (PPC, ESS, amortization gap)", "atomicspi diagnose RUN"
@@ -456,9 +460,13 @@ def _section_diagnostics(art: RunArtifacts) -> Section:
         body += f"<h3>{_esc(name)}</h3>"
         if isinstance(content, tuple):
             header, rows = content
-            body += _table([tuple(r) for r in rows[:50]], tuple(header))
-            if len(rows) > 50:
-                body += _note(f"first 50 of {len(rows)} rows shown")
+            if len(rows) <= _MAX_TABLE_ROWS:
+                body += _table([tuple(r) for r in rows], tuple(header))
+            else:  # a per-particle table: the summary lives in the JSON files
+                body += _note(
+                    f"{len(rows):,} rows × {len(header)} columns ({_esc(', '.join(header))}); "
+                    "a per-item table, see the file itself."
+                )
         else:
             body += _json_block(content)
     body += "".join(_png_figure(png) for png in pngs)

@@ -88,8 +88,6 @@ def test_report_numbers_come_from_the_run(full_run, full_report):
     assert "41.2 [33, 52.9]" in kin  # MFPT median [5 %, 95 %]
     assert "0.58 [0.52, 0.64]" in _section(text, "landscape")  # state population
     assert "5 of 5 models" in _section(text, "ensemble")
-    ratio = np.std(lat["z_mean"][:, 0]) / np.median(lat["z_sd"][:, 0])
-    assert f"<td>{ratio:.4g}</td>" in _section(text, "diagnostics")
     # REMARK lines naming z caption the ensemble panels
     assert scan_run(full_run).ensemble.labels == [
         "z = +1.00",
@@ -209,6 +207,25 @@ def test_only_elbo_marks_everything_else_not_run(tmp_path):
         assert not _pngs(body)
     assert "atomicspi landscape RUN" in _section(text, "landscape")
     assert "atomicspi kinetics RUN" in _section(text, "kinetics")
+
+
+def test_diagnostics_without_diagnose_output(tmp_path):
+    run = write_fake_run(tmp_path / "run", ("latents",))
+    lat = np.load(run / "latents.npz")
+    text = write_report(run).read_text()
+    diag = _section(text, "diagnostics")
+    assert "not run" in diag and "atomicspi diagnose RUN" in diag
+    ratio = np.std(lat["z_mean"][:, 0]) / np.median(lat["z_sd"][:, 0])
+    assert f"<td>{ratio:.4g}</td>" in diag  # posterior width table from latents.npz
+    # a long per-particle table is summarised, a short one shown
+    (run / "diagnostics").mkdir()
+    rows = "\n".join(f"{i},{i * 0.1:.1f}" for i in range(200))
+    (run / "diagnostics" / "ppc.csv").write_text("particle,score\n" + rows + "\n")
+    (run / "diagnostics" / "ppc_groups.csv").write_text("group,chi2\n1,1.01\n2,0.97\n")
+    diag = _section(write_report(run).read_text(), "diagnostics")
+    assert "not run" not in diag
+    assert "200 rows × 2 columns" in diag and "<td>199</td>" not in diag
+    assert "<td>0.97</td>" in diag
 
 
 def test_latents_without_truth_skip_the_truth_plot(tmp_path):
