@@ -43,13 +43,16 @@ def figure_png(fig: Figure, dpi: int = 110) -> bytes:
 
 
 def running_mean(x: np.ndarray, window: int) -> np.ndarray:
-    """Trailing running mean of ``x`` (same length; the first points average what exists)."""
+    """Centred running mean of ``x`` over ``window`` points (same length; the window shrinks
+    at both ends so that the curve neither lags nor leads the data)."""
     x = np.asarray(x, dtype=np.float64)
     window = max(1, int(window))
     c = np.cumsum(np.insert(x, 0, 0.0))
-    idx = np.arange(1, x.size + 1)
-    lo = np.maximum(idx - window, 0)
-    return (c[idx] - c[lo]) / (idx - lo)
+    idx = np.arange(x.size)
+    half = window // 2
+    lo = np.maximum(idx - half, 0)
+    hi = np.minimum(idx + (window - half), x.size)
+    return (c[hi] - c[lo]) / (hi - lo)
 
 
 def spearman_rho(x: np.ndarray, y: np.ndarray) -> float:

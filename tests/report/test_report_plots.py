@@ -35,7 +35,7 @@ def test_no_pyplot_import():
 def test_running_mean_matches_direct_average():
     x = np.arange(10.0) ** 2
     got = plots.running_mean(x, 3)
-    want = [x[max(0, i - 2) : i + 1].mean() for i in range(10)]
+    want = [x[max(0, i - 1) : i + 2].mean() for i in range(10)]
     np.testing.assert_allclose(got, want)
 
 
