@@ -35,6 +35,7 @@ def _loss_factory(scat, weights, box, p):
     return loss
 
 
+@pytest.mark.slow
 def test_gradients_match_finite_differences(problem):
     scat, coords0, weights, box, p = problem
     with jax.enable_x64(True):
@@ -71,6 +72,7 @@ def test_gradients_match_finite_differences(problem):
                 )
 
 
+@pytest.mark.slow
 def test_float32_gradient_close_to_float64(problem):
     """The float32 fast path (polynomial sin/cos) gives the same gradient to ~1e-4."""
     scat, coords0, weights, box, p = problem

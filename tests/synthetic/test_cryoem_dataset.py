@@ -34,6 +34,7 @@ def adk():
     return load_structure(PDB_small, topology=PSF)
 
 
+@pytest.mark.slow
 def test_in_memory_dataset_truth_snr_and_determinism(adk):
     cfg = CryoEMDatasetConfig(n_particles=12, box=64, pixel_size=2.0, snr=0.05, chunk_size=5,
                               shift_sd=1.5)  # fmt: skip
