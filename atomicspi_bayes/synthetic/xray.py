@@ -72,7 +72,10 @@ class XrayDatasetConfig:
             focus); 0 = every pattern sees ``J0``.
         background_photons_per_pixel: mean background photons per measured pixel.
         b_factor: isotropic B in Å² for every atom.
-        coarse_grained: residue beads (fast; fine at d ≳ 10 Å) instead of all atoms.
+        coarse_grained: residue beads (15x faster) instead of all atoms. On the default
+            geometry (AdK) bead and all-atom patterns correlate 0.99995 overall and 0.984 on
+            the outer 40 % of |k|; at 70 mm (8 Å corners) the outer correlation drops to 0.91,
+            so use all atoms for detectors that reach d < 12 Å.
         frame_indices: candidate trajectory frames, sampled uniformly per pattern; ``None`` =
             all frames.
         noise_free: write ``μ`` instead of Poisson counts.
