@@ -52,6 +52,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -76,6 +77,17 @@ def _proc_status(pid: int) -> dict[str, float]:
     return out
 
 
+def _proc_cpu_s(pid: int) -> float | None:
+    """User + system CPU seconds of a live process (all its threads), or None."""
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            fields = fh.read().rsplit(")", 1)[1].split()
+    except (FileNotFoundError, ProcessLookupError, IndexError):
+        return None
+    ticks = os.sysconf("SC_CLK_TCK")
+    return (int(fields[11]) + int(fields[12])) / ticks  # utime, stime (fields 14, 15)
+
+
 def run_measured(
     cmd: list[str],
     *,
@@ -83,13 +95,16 @@ def run_measured(
     watch_dir: Path | None = None,
     poll_s: float = 0.1,
     cwd: str | Path | None = None,
+    on_new_file: Callable[[Path], None] | None = None,
 ) -> dict:
     """Run ``cmd`` and measure it: wall/CPU seconds, peak RSS, sampled anonymous/file RSS.
 
     Returns a dict: ``returncode``, ``wall_s``, ``cpu_s`` (user + system of the child),
     ``maxrss_mb`` (``ru_maxrss`` from ``os.wait4``), ``peak_anon_mb``, ``peak_file_mb``,
-    ``peak_anon_t_s`` (seconds after start), ``events`` (``{file name: first seen, s}`` of
-    new files under ``watch_dir`` and its subfolders), ``stdout``, ``stderr``.
+    ``peak_anon_t_s`` (seconds after start), ``events`` (``{file name: {"t": wall s after
+    start, "cpu": child CPU s}}`` when each new file under ``watch_dir`` (and its subfolders)
+    was first seen), ``stdout``, ``stderr``. ``on_new_file(path)`` is called (on the sampling
+    thread) for every new file, e.g. to copy checkpoints that a run rotates away.
     """
     t0 = time.perf_counter()
     with (
@@ -98,7 +113,7 @@ def run_measured(
     ):
         proc = subprocess.Popen(cmd, stdout=out, stderr=err, env=env, cwd=cwd)
         peak = {"RssAnon": 0.0, "RssFile": 0.0, "t_anon": 0.0}
-        events: dict[str, float] = {}
+        events: dict[str, dict[str, float | None]] = {}
         done = threading.Event()
 
         def sample() -> None:
@@ -113,7 +128,9 @@ def run_measured(
                         name = path.name
                         if name.startswith(".") or name in events or not path.is_file():
                             continue
-                        events[name] = now
+                        events[name] = {"t": now, "cpu": _proc_cpu_s(proc.pid)}
+                        if on_new_file is not None:
+                            on_new_file(path)
                 done.wait(poll_s)
 
         thread = threading.Thread(target=sample, daemon=True)
@@ -140,9 +157,9 @@ def run_measured(
     }
 
 
-def phase_at(t: float, events: dict[str, float]) -> str:
+def phase_at(t: float, events: dict[str, dict]) -> str:
     """The first output file that appeared after time ``t`` ("exit" if none did)."""
-    later = sorted((s, name) for name, s in events.items() if s >= t)
+    later = sorted((e["t"], name) for name, e in events.items() if e["t"] >= t)
     if not later:
         return "exit"
     name = later[0][1]
