@@ -6,6 +6,7 @@ prints it as one line on stderr and exits with code 2.
 
 from __future__ import annotations
 
+import errno
 import sys
 from pathlib import Path
 
@@ -40,6 +41,54 @@ def main() -> None:
     except AtomicspiError as exc:
         err_console.print(f"error: {exc}", markup=False, highlight=False)
         sys.exit(2)
+    except OSError as exc:
+        if exc.errno not in _OS_ERROR_HINTS:
+            raise  # anything else is a bug: keep its traceback
+        err_console.print(f"error: {_os_error_line(exc)}", markup=False, highlight=False)
+        sys.exit(2)
+
+
+# Operating-system errors that are facts about the user's disk or paths, not bugs: one line.
+_OS_ERROR_HINTS = {
+    errno.ENOSPC: "free some space or choose another output folder",
+    errno.EDQUOT: "free some space or choose another output folder",
+    errno.EFBIG: "choose another output folder",
+    errno.EROFS: "choose a writable output folder",
+    errno.EACCES: "check the permissions or choose another folder",
+    errno.EPERM: "check the permissions or choose another folder",
+    errno.ENOTDIR: "a part of the path is a file, not a folder",
+    errno.EISDIR: "give a file, not a folder",
+    errno.EEXIST: "choose another --out",
+    errno.ENAMETOOLONG: "use a shorter path",
+}
+
+
+def _os_error_line(exc: OSError) -> str:
+    """``OSError`` as one line: the path, the system's reason and what to do."""
+    where = exc.filename if exc.filename is not None else "output"
+    reason = " ".join(str(exc.strerror or exc).split())
+    return f"{where}: {reason}; {_OS_ERROR_HINTS[exc.errno]}"
+
+
+def _checked_seed(value: int | None) -> int | None:
+    """``--seed`` callback: NumPy needs a seed >= 0 and JAX one that fits 64 bits."""
+    if value is not None and not 0 <= value < 2**63:
+        from atomicspi_bayes.errors import ConfigError
+
+        raise ConfigError(f"--seed {value}: use an integer in 0..{2**63 - 1}")
+    return value
+
+
+def _refuse_overwrite(paths: list[Path], force: bool) -> None:
+    """Exit 2 before any work when an earlier result would be overwritten without --force."""
+    existing = [p for p in paths if p.exists()]
+    if existing and not force:
+        from atomicspi_bayes.errors import ConfigError
+
+        raise ConfigError(
+            f"{existing[0]} exists (an earlier result); pass --force to overwrite it or "
+            "choose another --out"
+        )
 
 
 # ---- commands -------------------------------------------------------------------------
@@ -61,10 +110,12 @@ def version() -> None:
 def report(
     run: Path = typer.Argument(..., help="Run folder written by `atomicspi fit`."),
     out: Path = typer.Option(None, "--out", help="Output HTML file (default RUN/report.html)."),
+    force: bool = typer.Option(False, "--force", help="Overwrite an existing report."),
 ) -> None:
     """Write RUN/report.html: one self-contained page with every figure of the run."""
     from atomicspi_bayes.report import write_report
 
+    _refuse_overwrite([out if out is not None else run / "report.html"], force)
     path = write_report(run, out)
     console.print(f"report: {path}")
 
@@ -117,7 +168,7 @@ def fit(
     ),
     n_modes: int = typer.Option(None, "--n-modes", help="ANM modes driven by the decoder."),
     resolution: float = typer.Option(None, "--resolution", help="Å, highest frequency fitted."),
-    seed: int = typer.Option(None, "--seed", help="Random seed."),
+    seed: int = typer.Option(None, "--seed", help="Random seed.", callback=_checked_seed),
     resume: bool = typer.Option(False, "--resume", help="Continue from RUN/checkpoints."),
     force: bool = typer.Option(False, "--force", help="Overwrite a finished run."),
     progress: bool = typer.Option(True, "--progress/--quiet", help="Show a progress bar."),
@@ -172,7 +223,9 @@ def simulate(
     shift_sd: float = typer.Option(0.0, "--shift-sd", help="SD of origin shifts in Å."),
     coarse_grained: bool = typer.Option(False, "--coarse-grained", help="Residue beads."),
     modality: str = typer.Option("cryoem", "--modality", help="cryoem or xray."),
-    seed: int = typer.Option(0, "--seed", help="Random seed (same seed, same files)."),
+    seed: int = typer.Option(
+        0, "--seed", help="Random seed (same seed, same files).", callback=_checked_seed
+    ),
     force: bool = typer.Option(False, "--force", help="Overwrite an existing dataset."),
 ) -> None:
     """Simulate particles with ground truth: DIR/particles.star, particles.mrcs, truth.npz."""
@@ -263,7 +316,7 @@ def diagnose(
     gap: int = typer.Option(0, "--gap", help="Particles in the amortization-gap table."),
     gap_method: str = typer.Option("auto", "--gap-method", help="auto, grid or nuts."),
     fsc: bool = typer.Option(True, "--fsc/--no-fsc", help="Half-set FSC of the ensembles."),
-    seed: int = typer.Option(0, "--seed", help="Random seed."),
+    seed: int = typer.Option(0, "--seed", help="Random seed.", callback=_checked_seed),
 ) -> None:
     """ESS/R-hat or posterior-width tables, PPC, amortization gap, FSC -> RUN/diagnostics/."""
     from atomicspi_bayes.diagnostics import DiagnoseOptions, diagnose_run, summary_tables
@@ -304,7 +357,7 @@ def calibrate(
     run: Path = typer.Argument(..., help="Run folder written by `atomicspi fit`."),
     n: int = typer.Option(1000, "--n", help="Simulated particles (SBC tests)."),
     draws: int = typer.Option(99, "--draws", help="Posterior draws per simulation."),
-    seed: int = typer.Option(0, "--seed", help="Random seed."),
+    seed: int = typer.Option(0, "--seed", help="Random seed.", callback=_checked_seed),
     guide_scale: float = typer.Option(
         None, "--guide-scale", help="Rescale the guide's sds (e.g. 0.5: a miscalibrated check)."
     ),
@@ -336,7 +389,7 @@ def calibrate(
 def demo(
     out: Path = typer.Option(Path("demo_out"), "--out", help="Demo folder (resumable)."),
     quick: bool = typer.Option(False, "--quick", help="CI-sized run (about two minutes)."),
-    seed: int = typer.Option(0, "--seed", help="Random seed."),
+    seed: int = typer.Option(0, "--seed", help="Random seed.", callback=_checked_seed),
 ) -> None:
     """Simulate AdK particles, fit, landscape, kinetics, calibration, report (no downloads)."""
     import dataclasses
@@ -374,10 +427,15 @@ def landscape(
     project: str = typer.Option("none", "--project", help="none, or pca for latent dim > 2."),
     draws: bool = typer.Option(False, "--draws/--no-draws", help="Use z_draws, not mean/sd."),
     samples: int = typer.Option(400, "--samples", help="NUTS draws per chain."),
-    seed: int = typer.Option(0, "--seed", help="Random seed."),
+    seed: int = typer.Option(0, "--seed", help="Random seed.", callback=_checked_seed),
+    force: bool = typer.Option(False, "--force", help="Overwrite an existing landscape."),
 ) -> None:
     """Free-energy landscape F(z) with a 5/50/95 % band and state populations."""
     from atomicspi_bayes.landscape import LandscapeConfig, landscape_from_run
+    from atomicspi_bayes.landscape.output import OUTPUT_NAMES
+
+    target = out if out is not None else (run.parent if run.suffix == ".npz" else run) / "landscape"
+    _refuse_overwrite([target / name for name in OUTPUT_NAMES], force)
 
     cfg = LandscapeConfig(
         n_grid=grid, kT=kT, energy_unit=energy_unit or "kT",
@@ -402,9 +460,14 @@ def kinetics(
     n_states: int = typer.Option(2, "--states", help="PCCA+ metastable states."),
     landscape_path: Path = typer.Option(None, "--landscape", help="A landscape.npz to use."),
     max_samples: int = typer.Option(200, "--max-samples", help="Landscape draws analysed."),
+    force: bool = typer.Option(False, "--force", help="Overwrite existing kinetics results."),
 ) -> None:
     """Rates, MFPTs and relaxation times (5/50/95 %) from the landscape's rate matrix."""
     from atomicspi_bayes.kinetics import KineticsConfig, kinetics_from_run
+
+    base = run if run.is_dir() else Path(landscape_path if landscape_path else run).parent
+    target = out if out is not None else base / "kinetics"
+    _refuse_overwrite([target / "kinetics.json", target / "kinetics.png"], force)
 
     cfg = KineticsConfig(diffusion=diffusion, lag=lag, n_states=n_states, max_samples=max_samples)
     model, paths = kinetics_from_run(run, out, cfg, landscape_path)
