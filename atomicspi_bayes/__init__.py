@@ -1,4 +1,4 @@
-"""atomicspi-bayes: atomic models, poses and conformational landscapes from single-particle images."""
+"""atomicspi-bayes: atomic models, poses and conformational landscapes from particle images."""
 
 from atomicspi_bayes.errors import (
     AtomicspiError,
