@@ -419,7 +419,7 @@ def demo(
 def landscape(
     run: Path = typer.Argument(..., help="Run folder with latents.npz (from `atomicspi fit`)."),
     out: Path = typer.Option(None, "--out", help="Output folder (default RUN/landscape)."),
-    grid: int = typer.Option(40, "--grid", help="Bins per latent axis."),
+    grid: int = typer.Option(None, "--grid", help="Bins per axis (default 30 1-D, 20 2-D)."),
     kT: float = typer.Option(1.0, "--kT", help="Thermal energy in --energy-unit (F = -kT ln p)."),
     energy_unit: str = typer.Option(None, "--energy-unit", help="Unit of F (default kT)."),
     states: str = typer.Option("basins", "--states", help="basins, kmeans or gmm."),

@@ -8,11 +8,11 @@ Public API (exact signatures)::
     Latents(z_mean, z_sd, z_draws=None, source="arrays")
     read_latents(run: str | Path) -> Latents
     project_latents(latents, n_components=2) -> Latents
-    LandscapeConfig(n_grid=40, oversample=None, grid_range=None, basis="linear", kT=1.0,
+    LandscapeConfig(n_grid=None, oversample=None, grid_range=None, basis="constant", kT=1.0,
                     energy_unit="kT", concentration=1.0, num_warmup=400, num_samples=400,
                     num_chains=2, n_bootstrap=200, use_draws=False, fit_prior_sd=None,
-                    min_count=0.5, states="basins", n_states=None, min_barrier=1.0,
-                    project="none", seed=0)
+                    min_count=0.5, shape_iterations=2, compress=0.1, states="basins",
+                    n_states=None, min_barrier=1.0, project="none", seed=0)
     LandscapeEstimator(config).fit(latents).fetch_model() -> Landscape
     population_posterior(key, log_lik (N, K), *, concentration=1.0, num_warmup=500,
                          num_samples=500, num_chains=2, init_weights=None) -> PopulationPosterior

@@ -56,10 +56,13 @@ class LandscapeConfig:
     """Settings of :class:`LandscapeEstimator` (validated on construction).
 
     Attributes:
-        n_grid: reported bins per latent axis (>= 3).
+        n_grid: reported bins per latent axis (>= 3); None -> 30 in 1-D, 20 in 2-D.
         oversample: basis nodes per bin and axis; None -> 2 in 1-D, 1 in 2-D.
         grid_range: ((lo, hi), ...) outer bin edges per axis, latent units; None -> data range.
-        basis: "linear" (hat functions) or "constant" (histogram cells).
+        basis: "constant" (histogram cells, default) or "linear" (hat functions). On steep
+            flanks, where p changes by a large factor across one node, piecewise-linear p is a
+            poor model of an exponential and biases F; histogram cells fared better in the
+            double-well tests.
         kT: thermal energy in ``energy_unit`` (F = -kT ln p). 1.0 with unit "kT".
         energy_unit: label of F's unit, e.g. "kT", "kJ/mol", "kcal/mol".
         concentration: Dirichlet prior concentration per reported bin (> 0), shared by its
@@ -72,6 +75,13 @@ class LandscapeConfig:
             per-particle posteriors; None treats the posteriors as likelihoods (flat prior).
         min_count: basis nodes with fewer expected particles than this (under a flat
             landscape) are left out (F undefined there, NaN).
+        shape_iterations: for basis "constant": rounds of (EM estimate -> log-linear density
+            inside each cell, with slopes from that estimate) before NUTS; 0 keeps uniform
+            cells. Removes most of the histogram bias on steep flanks.
+        compress: particles whose posterior means agree to within this fraction of the
+            median posterior sd (and sds to within this relative amount) share one
+            likelihood row (NUTS cost then scales with the
+            number of groups); 0 disables. Not used with draws.
         states: coarse states for populations: "basins", "kmeans" or "gmm".
         n_states: number of k-means/GMM states (required for those methods).
         min_barrier: basins with a barrier below this many kT are merged.
@@ -79,10 +89,10 @@ class LandscapeConfig:
         seed: seed of the PRNG key for NUTS and bootstrap.
     """
 
-    n_grid: int = 40
+    n_grid: int | None = None
     oversample: int | None = None
     grid_range: tuple[tuple[float, float], ...] | None = None
-    basis: str = "linear"
+    basis: str = "constant"
     kT: float = 1.0
     energy_unit: str = "kT"
     concentration: float = 1.0
@@ -93,6 +103,8 @@ class LandscapeConfig:
     use_draws: bool = False
     fit_prior_sd: float | None = None
     min_count: float = 0.5
+    shape_iterations: int = 2
+    compress: float = 0.1
     states: str = "basins"
     n_states: int | None = None
     min_barrier: float = 1.0
@@ -100,7 +112,7 @@ class LandscapeConfig:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        if int(self.n_grid) < 3:
+        if self.n_grid is not None and int(self.n_grid) < 3:
             raise ConfigError(f"n_grid={self.n_grid}: need at least 3 bins per axis")
         if self.oversample is not None and int(self.oversample) < 1:
             raise ConfigError(f"oversample={self.oversample}: must be >= 1")
@@ -119,6 +131,10 @@ class LandscapeConfig:
             raise ConfigError("num_warmup, num_samples, num_chains and n_bootstrap must be >= 1")
         if self.fit_prior_sd is not None and self.fit_prior_sd <= 0:
             raise ConfigError(f"fit_prior_sd={self.fit_prior_sd}: must be > 0 or None")
+        if int(self.shape_iterations) < 0:
+            raise ConfigError(f"shape_iterations={self.shape_iterations}: must be >= 0")
+        if self.compress < 0:
+            raise ConfigError(f"compress={self.compress}: must be >= 0")
         if self.min_count < 0:
             raise ConfigError(f"min_count={self.min_count}: must be >= 0")
         if self.states not in STATE_METHODS:
@@ -220,6 +236,59 @@ class Landscape:
         return self.free_energy_quantiles[1]
 
 
+def _group_particles(
+    z_mean: np.ndarray, z_sd: np.ndarray, compress: float
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Group particles whose means agree to ``compress * median(z_sd)`` and whose sds agree to
+    a factor ``exp(compress)`` per axis (same rounded values).
+
+    Returns:
+        inverse (N,) group of each particle, group means (G, D), group sds (G, D) (averages
+        over members) and counts (G,). ``compress <= 0`` gives one group per particle.
+    """
+    n = z_mean.shape[0]
+    if compress <= 0:
+        return np.arange(n), z_mean, z_sd, np.ones(n)
+    step = compress * np.median(z_sd, axis=0)
+    keys = np.concatenate([np.round(z_mean / step), np.round(np.log(z_sd) / compress)], axis=1)
+    _, inverse, counts = np.unique(keys, axis=0, return_inverse=True, return_counts=True)
+    inverse = inverse.reshape(-1)
+    g = len(counts)
+    mean = np.stack([np.bincount(inverse, z_mean[:, d], g) for d in range(z_mean.shape[1])], 1)
+    sd = np.stack([np.bincount(inverse, z_sd[:, d], g) for d in range(z_sd.shape[1])], 1)
+    return inverse, mean / counts[:, None], sd / counts[:, None], counts.astype(np.float64)
+
+
+def cell_slopes(grid: Grid, density: np.ndarray, max_change: float = 8.0) -> np.ndarray:
+    """Slopes b = -d ln p / dz (1/latent unit) at every cell from a bin density estimate.
+
+    Central differences of -ln p between bin centres (0 where undefined), interpolated
+    linearly to the cell centres; |b| h is capped at ``max_change`` (units of kT per cell).
+
+    Returns:
+        (D, *grid.shape) slopes per axis and cell.
+    """
+    from scipy.interpolate import RegularGridInterpolator
+
+    with np.errstate(divide="ignore"):
+        f = -np.log(np.asarray(density, dtype=np.float64).reshape(grid.bin_shape))
+    f = np.where(np.isfinite(f), f, np.nan)
+    centers = grid.bin_centers
+    out = []
+    mesh = np.meshgrid(*grid.nodes, indexing="ij")
+    points = np.stack([m.ravel() for m in mesh], axis=-1)
+    for d in range(grid.dim):
+        if grid.bin_shape[d] < 2:
+            out.append(np.zeros(grid.shape))
+            continue
+        g = np.gradient(f, centers[d], axis=d)
+        g = np.where(np.isfinite(g), g, 0.0)
+        interp = RegularGridInterpolator(centers, g, bounds_error=False, fill_value=None)
+        cap = max_change / grid.spacing[d]
+        out.append(np.clip(interp(points), -cap, cap).reshape(grid.shape))
+    return np.stack(out)
+
+
 def _free_energy(density: np.ndarray, kT: float) -> np.ndarray:
     with np.errstate(divide="ignore", invalid="ignore"):
         f = -kT * np.log(density)
@@ -250,7 +319,8 @@ class LandscapeEstimator:
             raise ConfigError(f"{lat.source}: use_draws=True but the latents have no z_draws")
         draws = lat.z_draws if cfg.use_draws else None
         oversample = cfg.oversample if cfg.oversample is not None else (2 if lat.dim == 1 else 1)
-        grid = make_grid(lat.z_mean, lat.z_sd, cfg.n_grid, cfg.grid_range, oversample)
+        n_grid = cfg.n_grid if cfg.n_grid is not None else (30 if lat.dim == 1 else 20)
+        grid = make_grid(lat.z_mean, lat.z_sd, n_grid, cfg.grid_range, oversample)
         key_nuts, key_boot, key_states = jax.random.split(jax.random.key(cfg.seed), 3)
 
         log_lik = grid_log_likelihoods(
@@ -278,9 +348,40 @@ class LandscapeEstimator:
         z_draws = None if draws is None else draws[:, keep]
         counts = (lik_unit / lik_unit.sum(axis=1, keepdims=True)).sum(axis=0)
         active = counts >= cfg.min_count
-        ll_active = log_lik[:, active]
 
-        w0 = em_populations(ll_active, n_iter=200)
+        # Group particles whose posteriors agree to within compress * median sd (exact rows
+        # are then shared; NUTS cost scales with the number of groups, not particles).
+        inverse, g_mean, g_sd, g_count = _group_particles(
+            z_mean, z_sd, cfg.compress if z_draws is None else 0.0
+        )
+        if z_draws is None:
+            ll_active = grid_log_likelihoods(
+                g_mean, g_sd, grid, basis=cfg.basis, fit_prior_sd=cfg.fit_prior_sd
+            ).astype(np.float64)[:, active]
+        else:
+            ll_active = log_lik[:, active]
+
+        w0 = em_populations(ll_active, n_iter=200, counts=g_count)
+        slopes = None
+        for _ in range(cfg.shape_iterations if cfg.basis == "constant" else 0):
+            # Log-linear cells: slopes from the current (EM) estimate of F, then re-estimate.
+            w_full = np.zeros(grid.n_nodes)
+            w_full[active] = w0
+            slopes = cell_slopes(grid, grid.block_sum(w_full) / grid.bin_volume)
+            ll_active = grid_log_likelihoods(
+                g_mean,
+                g_sd,
+                grid,
+                basis=cfg.basis,
+                z_draws=z_draws,
+                fit_prior_sd=cfg.fit_prior_sd,
+                slopes=slopes,
+            ).astype(np.float64)[:, active]
+            w0 = em_populations(ll_active, n_iter=200, counts=g_count)
+        lik_unit = np.zeros((len(g_count), grid.n_nodes))
+        lik_unit[:, active] = np.exp(ll_active) * grid.cell_volume
+        lik_unit = lik_unit[inverse]  # back to one row per particle
+
         post = population_posterior(
             key_nuts,
             ll_active,
@@ -289,6 +390,7 @@ class LandscapeEstimator:
             num_samples=cfg.num_samples,
             num_chains=cfg.num_chains,
             init_weights=w0,
+            counts=g_count,
         )
         weights = np.zeros((post.weights.shape[0], grid.n_nodes))
         weights[:, active] = post.weights
@@ -334,11 +436,13 @@ class LandscapeEstimator:
         shape = grid.bin_shape
         r_hat_max = float(np.nanmax(post.r_hat)) if np.any(np.isfinite(post.r_hat)) else None
         diagnostics = {
+            "shape_iterations": int(cfg.shape_iterations if cfg.basis == "constant" else 0),
             "n_particles": int(lat.n_particles),
             "n_particles_used": int(np.sum(keep)),
             "n_particles_outside_grid": n_dropped,
             "n_nodes": int(grid.n_nodes),
             "n_active_nodes": int(np.sum(active)),
+            "n_likelihood_rows": len(g_count),
             "node_spacing": list(grid.spacing),
             "bin_width": list(grid.bin_spacing),
             "median_posterior_sd": np.median(z_sd, axis=0).tolist(),

@@ -54,7 +54,7 @@ def test_latents_validation(kwargs, match):
 
 def test_dim_above_two_is_config_error_with_advice():
     lat = Latents(np.zeros((5, 3)), np.ones((5, 3)), source="RUN/latents.npz")
-    with pytest.raises(ConfigError, match="dimension 3 > 2.*--project pca"):
+    with pytest.raises(ConfigError, match=r"dimension 3 > 2.*--project pca"):
         check_dim(lat, "none")
     with pytest.raises(ConfigError, match="dimension 3 > 2"):
         LandscapeEstimator(LandscapeConfig()).fit(lat)
