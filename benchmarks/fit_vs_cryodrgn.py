@@ -57,6 +57,7 @@ from memory import (
     machine_info,
     run_measured,
     simulate_cmd,
+    stdout_to_stderr,
     write_reference_pdb,
 )
 
@@ -251,6 +252,12 @@ def time_to_reach(epochs: list[dict], target: float, key: str) -> float | None:
 
 
 def main() -> None:
+    with stdout_to_stderr():
+        out = run(parse_args())
+    print(json.dumps(out))
+
+
+def parse_args() -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="tiny sizes (CI smoke test)")
     ap.add_argument("--n", type=int, default=None, help="particles (1000; quick 128)")
@@ -267,7 +274,10 @@ def main() -> None:
     ap.add_argument("--no-cryodrgn", action="store_true", help="run our side only")
     ap.add_argument("--parallel", action="store_true", help="run both trainings concurrently")
     ap.add_argument("--workdir", type=Path, default=None)
-    args = ap.parse_args()
+    return ap.parse_args()
+
+
+def run(args: argparse.Namespace) -> dict:
     q = args.quick
     args.n = args.n or (128 if q else 1000)
     box = args.box or (32 if q else 64)
@@ -316,7 +326,7 @@ def main() -> None:
             out["cpu_ratio"] = None if not (c_us and c_cd) else round(c_cd / c_us, 2)
             out["final_abs_rho_ours_vs_cryodrgn"] = [ours["final_abs_rho"], target]
         out.update(machine_info())
-        print(json.dumps(out))
+        return out
     finally:
         if args.workdir is None:
             shutil.rmtree(work, ignore_errors=True)

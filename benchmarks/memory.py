@@ -41,6 +41,7 @@ memory figures do not.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import json
 import os
@@ -52,7 +53,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -166,6 +167,21 @@ def phase_at(t: float, events: dict[str, dict]) -> str:
     return "ckpt" if re.match(r"ckpt_\d+\.npz$", name) else name
 
 
+@contextlib.contextmanager
+def stdout_to_stderr() -> Iterator[None]:
+    """Send everything written to file descriptor 1 (also by C libraries, e.g. mdtraj's DCD
+    plugin) to stderr, so that stdout carries only the benchmark's one JSON object."""
+    sys.stdout.flush()
+    saved = os.dup(1)
+    os.dup2(2, 1)
+    try:
+        yield
+    finally:
+        sys.stdout.flush()
+        os.dup2(saved, 1)
+        os.close(saved)
+
+
 def machine_info() -> dict:
     """Host facts recorded with every benchmark (the machine is shared)."""
     return {
@@ -273,6 +289,12 @@ def fit_cmd(star: Path, ref: Path, run: Path, args: argparse.Namespace) -> list[
 
 
 def main() -> None:
+    with stdout_to_stderr():
+        out = run(parse_args())
+    print(json.dumps(out))
+
+
+def parse_args() -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="500 vs 5000 particles at 32 px")
     ap.add_argument("--sizes", type=int, nargs=2, default=None, help="small and large N")
@@ -285,7 +307,10 @@ def main() -> None:
     ap.add_argument("--poll", type=float, default=0.1, help="RSS sampling period, s")
     ap.add_argument("--workdir", type=Path, default=None, help="default: a temp folder")
     ap.add_argument("--keep", action="store_true", help="keep the generated data")
-    args = ap.parse_args()
+    return ap.parse_args()
+
+
+def run(args: argparse.Namespace) -> dict:
     small, large = args.sizes or ((500, 5000) if args.quick else (10_000, 100_000))
     box = args.box or (32 if args.quick else 64)
     pixel = args.pixel_size or (3.0 if args.quick else 1.5)
@@ -341,7 +366,7 @@ def main() -> None:
         out.update(box=box, pixel_size=pixel, n_base=n_base, snr=args.snr)
         out.update(batch_size=args.batch_size, resolution=args.resolution, epochs=1)
         out.update(machine_info())
-        print(json.dumps(out))
+        return out
     finally:
         if not args.keep and args.workdir is None:
             shutil.rmtree(work, ignore_errors=True)

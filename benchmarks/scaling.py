@@ -41,7 +41,7 @@ from pathlib import Path
 import jax
 import jax.numpy as jnp
 import numpy as np
-from memory import adk_files, machine_info, write_reference_pdb
+from memory import adk_files, machine_info, stdout_to_stderr, write_reference_pdb
 
 _COMPILES = [0]
 
@@ -288,6 +288,12 @@ def bench_svi(
 
 
 def main() -> None:
+    with stdout_to_stderr():
+        out = run(parse_args())
+    print(json.dumps(out))
+
+
+def parse_args() -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="boxes 32/64, few structures")
     ap.add_argument("--boxes", type=int, nargs="+", default=None)
@@ -296,7 +302,10 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=None, help="best of (5; quick 2)")
     ap.add_argument("--svi-steps", type=int, default=None, help="(6; quick 4)")
     ap.add_argument("--no-svi", action="store_true", help="render part only")
-    args = ap.parse_args()
+    return ap.parse_args()
+
+
+def run(args: argparse.Namespace) -> dict:
     q = args.quick
     boxes = args.boxes or ([32, 64] if q else [64, 128, 256])
     pixel_size = args.pixel_size or (3.0 if q else 1.5)
@@ -342,7 +351,7 @@ def main() -> None:
         out["svi_all_atom_over_beads_cpu"] = ratio
     out.update(machine_info())
     out["jax"] = jax.__version__
-    print(json.dumps(out))
+    return out
 
 
 if __name__ == "__main__":
