@@ -24,8 +24,10 @@ that moment (all threads; less sensitive to the load of the shared machine).
 
 Figures: ``time_ratio`` = cryoDRGN's wall time to its final epoch / our wall time to first
 reach at least cryoDRGN's final |rho| (> 1: we are faster; null if we never reach it);
-``cpu_ratio`` likewise in CPU seconds. The two methods solve different problems: cryoDRGN
-learns a volume decoder from scratch, ours deforms a known atomic reference (frame 0).
+``cpu_ratio`` likewise in CPU seconds. With ``--cryodrgn-max-wall-s`` cryoDRGN is stopped
+after that time and its last finished epoch counts as final (``stopped_at_max_wall_s``).
+The two methods solve different problems: cryoDRGN learns a volume decoder from scratch,
+ours deforms a known atomic reference (frame 0).
 
 ``--parallel`` trains both at the same time (each then sees the same load of the shared
 machine; the CPU-second ratio is the less load-dependent figure either way).
@@ -204,8 +206,9 @@ def run_cryodrgn(exe: str, data: Path, work: Path, args: argparse.Namespace) -> 
     cmd += ["-o", str(out_dir), "--enc-dim", str(args.net_dim), "--dec-dim", str(args.net_dim)]
     cmd += ["--enc-layers", str(args.net_layers), "--dec-layers", str(args.net_layers)]
     cmd += ["-b", str(args.cryodrgn_batch), "--checkpoint", "1", "--no-analysis", "--seed", "0"]
-    res = run_measured(cmd, watch_dir=out_dir)
-    check(res, "cryodrgn train_vae")
+    res = run_measured(cmd, watch_dir=out_dir, max_wall_s=args.cryodrgn_max_wall_s)
+    if not res["timed_out"]:
+        check(res, "cryodrgn train_vae")
     from atomicspi_bayes.io import load_cryodrgn_pickle
 
     truth = np.load(data / "truth.npz")["frame_index"]
@@ -235,6 +238,7 @@ def run_cryodrgn(exe: str, data: Path, work: Path, args: argparse.Namespace) -> 
         "maxrss_mb": round(res["maxrss_mb"], 1),
         "final_abs_rho": epochs[-1]["abs_rho"],
         "epochs": epochs,
+        "stopped_at_max_wall_s": res["timed_out"],
         "net": f"{args.net_layers}x{args.net_dim} encoder and decoder",
         "batch_size": args.cryodrgn_batch,
     }
@@ -272,6 +276,12 @@ def parse_args() -> argparse.Namespace:
     ap.add_argument("--net-layers", type=int, default=None, help="cryoDRGN depth (3; quick 1)")
     ap.add_argument("--cryodrgn", default=os.environ.get("CRYODRGN", DEFAULT_CRYODRGN))
     ap.add_argument("--no-cryodrgn", action="store_true", help="run our side only")
+    ap.add_argument(
+        "--cryodrgn-max-wall-s",
+        type=float,
+        default=None,
+        help="stop cryoDRGN after this many s; its last finished epoch counts as final",
+    )
     ap.add_argument("--parallel", action="store_true", help="run both trainings concurrently")
     ap.add_argument("--workdir", type=Path, default=None)
     return ap.parse_args()

@@ -97,6 +97,7 @@ def run_measured(
     poll_s: float = 0.1,
     cwd: str | Path | None = None,
     on_new_file: Callable[[Path], None] | None = None,
+    max_wall_s: float | None = None,
 ) -> dict:
     """Run ``cmd`` and measure it: wall/CPU seconds, peak RSS, sampled anonymous/file RSS.
 
@@ -104,8 +105,9 @@ def run_measured(
     ``maxrss_mb`` (``ru_maxrss`` from ``os.wait4``), ``peak_anon_mb``, ``peak_file_mb``,
     ``peak_anon_t_s`` (seconds after start), ``events`` (``{file name: {"t": wall s after
     start, "cpu": child CPU s}}`` when each new file under ``watch_dir`` (and its subfolders)
-    was first seen), ``stdout``, ``stderr``. ``on_new_file(path)`` is called (on the sampling
-    thread) for every new file, e.g. to copy checkpoints that a run rotates away.
+    was first seen), ``stdout``, ``stderr``, ``timed_out``. ``on_new_file(path)`` is called
+    (on the sampling thread) for every new file, e.g. to copy checkpoints that a run rotates
+    away. After ``max_wall_s`` seconds the child is sent SIGTERM (``timed_out`` = True).
     """
     t0 = time.perf_counter()
     with (
@@ -113,7 +115,7 @@ def run_measured(
         tempfile.TemporaryFile(mode="w+") as err,
     ):
         proc = subprocess.Popen(cmd, stdout=out, stderr=err, env=env, cwd=cwd)
-        peak = {"RssAnon": 0.0, "RssFile": 0.0, "t_anon": 0.0}
+        peak = {"RssAnon": 0.0, "RssFile": 0.0, "t_anon": 0.0, "timed_out": False}
         events: dict[str, dict[str, float | None]] = {}
         done = threading.Event()
 
@@ -132,6 +134,9 @@ def run_measured(
                         events[name] = {"t": now, "cpu": _proc_cpu_s(proc.pid)}
                         if on_new_file is not None:
                             on_new_file(path)
+                if max_wall_s is not None and now > max_wall_s and not peak["timed_out"]:
+                    peak["timed_out"] = True
+                    proc.terminate()
                 done.wait(poll_s)
 
         thread = threading.Thread(target=sample, daemon=True)
@@ -153,6 +158,7 @@ def run_measured(
         "peak_file_mb": peak["RssFile"],
         "peak_anon_t_s": peak["t_anon"],
         "events": events,
+        "timed_out": bool(peak["timed_out"]),
         "stdout": stdout,
         "stderr": stderr,
     }
