@@ -1,7 +1,8 @@
 """Posterior diagnostics and calibration: ArviZ summaries, SBC, PPC, amortization gap, FSC.
 
-All ArviZ calls live in this package. Submodules load on first use (PEP 562), so importing
-``diagnostics.export`` from the fit pipeline does not import matplotlib or scipy.
+All ArviZ calls live in this package. Submodules load on first use (PEP 562), except
+``sbc``, whose function shares the submodule's name and is bound eagerly (a lazily
+resolved name would be shadowed by the submodule once it is imported).
 
 Public API (``problem``: a fitted problem, e.g. ``pipeline.FitProblem``: ``model(batch)``,
 ``guide(batch)``, ``model_cfg``, ``static``, ``batch(positions)``, ``n_particles``;
@@ -48,17 +49,28 @@ from __future__ import annotations
 
 import importlib
 
+from atomicspi_bayes.diagnostics.sbc import (
+    SBCResult as SBCResult,
+)
+from atomicspi_bayes.diagnostics.sbc import (
+    rank_statistics as rank_statistics,
+)
+from atomicspi_bayes.diagnostics.sbc import (
+    sbc as sbc,
+)
+from atomicspi_bayes.diagnostics.sbc import (
+    write_sbc as write_sbc,
+)
+
+_EAGER = ["SBCResult", "rank_statistics", "sbc", "write_sbc"]
 _EXPORTS = {
     "posterior_inference_data": "export",
     "read_posterior": "export",
     "write_posterior": "export",
-    "SBCResult": "sbc",
-    "rank_statistics": "sbc",
-    "sbc": "sbc",
-    "write_sbc": "sbc",
     "shrink_guide": "predictive",
     "simulate_images": "predictive",
     "sample_prior": "predictive",
+    "prior_latents": "predictive",
     "PPCResult": "ppc",
     "posterior_predictive_check": "ppc",
     "write_ppc": "ppc",
@@ -85,7 +97,7 @@ _EXPORTS = {
     "restore_params": "run",
 }
 
-__all__ = sorted(_EXPORTS)
+__all__ = sorted([*_EXPORTS, *_EAGER])
 
 
 def __getattr__(name: str):

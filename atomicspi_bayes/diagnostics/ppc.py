@@ -14,12 +14,17 @@ Per particle:
   posterior width);
 - ``p_value``: posterior predictive p, P(T(y_rep, θ) >= T(y_i, θ)) over draws and replicas
   (near 0: the image has more residual than the model explains);
-- ``outlier_score`` = (mean_s T(y_i, θ_s) - E[T_rep]) / sd[T_rep], with E and sd of the
-  replicated discrepancy pooled over all checked particles, draws and replicas: the excess
-  residual in units of its expected spread. A particle the model explains scores ~N(0, 1);
-  pure-noise images score about (signal energy)/sqrt(2M), wrong structures more. Users
-  threshold it; the default flag is ``score > median + 5 × 1.4826 × MAD`` over the checked
-  particles (robust to a global misfit that shifts everyone), stored with the results;
+- ``outlier_score``: a signal-weighted discrepancy, standardised. Each scored number gets
+  the weight w_m ∝ mean_s (M_m(θ_s)/sd_m)² (its expected signal-to-noise; Σ w = 1), and
+  ``T_w = mean_s Σ_m w_m ((y_m - M_m(θ_s))/sd_m)²`` is compared with its distribution under
+  the model's Gaussian noise (mean Σ w, sd sqrt(2 Σ w²), exact):
+  ``score = (T_w - Σ w) / sqrt(2 Σ w²)``. A particle the model explains scores ~N(0, 1);
+  junk (an empty or pure-noise image, a different structure, a wrong pose) leaves the
+  model's signal in the residual exactly where the weights are large, so it scores
+  ~sqrt(Σ SNR_m² / 2) and more: far more sensitive than the unweighted χ², whose excess is
+  diluted by the noise-only coefficients. Users threshold it; the default flag is
+  ``score > median + 5 × 1.4826 × MAD`` over the checked particles (robust to a global
+  misfit that shifts everyone), stored with the results;
 - residual radial power spectrum: ``(y - M)²/sd²`` averaged in shells of |k| (1 = noise
   model), summarised as ``resid_power_low`` / ``resid_power_high`` (lower / upper half of the
   shells) and plotted for all particles against the replicas;
@@ -64,7 +69,7 @@ class PPCResult:
             images, nats.
         chi2_per_dof: ``(N,)`` mean discrepancy / M.
         p_value: ``(N,)`` posterior predictive p-value of the discrepancy.
-        outlier_score: ``(N,)`` excess discrepancy in replicated sds (see module docstring).
+        outlier_score: ``(N,)`` standardised signal-weighted discrepancy (module docstring).
         threshold: score above which a particle is flagged.
         shell_k: ``(K,)`` shell centres in Å⁻¹.
         shell_power, shell_power_rep: ``(N, K)`` whitened residual power per shell of the
@@ -116,12 +121,17 @@ def _check_batch(key, problem, params, guide, batch, n_draws, n_replicas, shell,
     draws = guide_draws(k_guide, guide, params, batch, n_draws)  # {site: (S, B, ...)}
     keys = jax.random.split(k_site, n_draws)
     site = jax.vmap(lambda k, lat: trace_image_site(k, problem, params, batch, lat))(keys, draws)
-    resid = (site.observed[None] - site.mean) / site.sd  # (S, B, M)
+    resid = (site.observed - site.mean) / site.sd  # (S, B, M); observed repeats over S
     t_obs = jnp.sum(resid**2, axis=-1)  # (S, B)
     m = resid.shape[-1]
     log_norm = -jnp.sum(jnp.log(site.sd), axis=-1) - 0.5 * m * jnp.log(2 * jnp.pi)
     eps = jax.random.normal(k_rep, (n_replicas, *resid.shape))  # replicas: y_rep = M + sd·ε
     t_rep = jnp.sum(eps**2, axis=-1)  # (R, S, B)
+    # signal-weighted discrepancy: weights = expected signal-to-noise of each coefficient
+    w = jnp.mean((site.mean / site.sd) ** 2, axis=0)  # (B, M)
+    w = w / jnp.maximum(jnp.sum(w, axis=-1, keepdims=True), 1e-30)
+    t_w = jnp.mean(jnp.sum(w[None] * resid**2, axis=-1), axis=0)  # (B,)
+    w_mean, w_sd = jnp.sum(w, axis=-1), jnp.sqrt(2.0 * jnp.sum(w**2, axis=-1))  # E, sd of rep
     onehot = jax.nn.one_hot(shell, n_shells, dtype=resid.dtype)  # (M, K)
     counts = jnp.maximum(onehot.sum(axis=0), 1.0)
     power = jnp.mean(resid**2, axis=0) @ onehot / counts  # (B, K)
@@ -135,6 +145,7 @@ def _check_batch(key, problem, params, guide, batch, n_draws, n_replicas, shell,
         "loglik_rep": jnp.mean(log_norm[None] - 0.5 * t_rep, axis=(0, 1)),
         "power": power,
         "power_rep": power_rep,
+        "score": (t_w - w_mean) / w_sd,
     }
 
 
@@ -194,7 +205,7 @@ def posterior_predictive_check(
     n_rep = positions.size * n_draws * n_replicas
     rep_mean = out["t_rep_sum"].sum() / n_rep
     rep_sd = float(np.sqrt(max(out["t_rep_sq"].sum() / n_rep - rep_mean**2, 1e-12)))
-    score = (out["t_obs"] - rep_mean) / rep_sd
+    score = out["score"]
     if threshold is None:
         med = float(np.median(score))
         threshold = med + 5.0 * 1.4826 * float(np.median(np.abs(score - med)))
@@ -312,7 +323,7 @@ def write_ppc(result: PPCResult, out_dir: str | os.PathLike) -> list[Path]:
         "median_chi2_per_dof": float(np.median(result.chi2_per_dof)),
         "median_p_value": float(np.median(result.p_value)),
         "fraction_p_below_0.01": float(np.mean(result.p_value < 0.01)),
-        "score": "outlier_score = (mean discrepancy - replicated mean) / replicated sd",
+        "score": "outlier_score = (T_w - sum w) / sqrt(2 sum w^2), signal-weighted residual",
     }
     from atomicspi_bayes.io._atomic import atomic_path
 

@@ -240,3 +240,40 @@ def train_guide(
         key, problem.model, problem.guide, problem.batch_fn, cfg, init_params=init_params
     )
     return result.params
+
+
+def train_guide_streaming(
+    key: jax.Array,
+    problem,
+    truth_params: dict,
+    num_steps: int,
+    *,
+    learning_rate: float = 3e-3,
+) -> dict:
+    """SVI on a stream of fresh particles drawn from the model with ``truth_params``.
+
+    Step s sees the poses/CTFs of the dataset's minibatch s and new latents and noise (keys
+    folded with s, so the stream is deterministic in s): the encoder never sees a particle
+    twice and cannot overfit a finite set. The globals start at the truth and are learned.
+    """
+    from atomicspi_bayes.diagnostics.predictive import prior_latents, simulate_images
+    from atomicspi_bayes.inference import SVIConfig, run_svi
+
+    truth = jax.tree_util.tree_map(jnp.asarray, truth_params)
+
+    @jax.jit
+    def fresh(k, template):
+        k_lat, k_img = jax.random.split(k)
+        latents, _ = prior_latents(k_lat, problem, truth, template)
+        return template._replace(images=simulate_images(k_img, problem, truth, template, latents))
+
+    def batch_fn(step: int):
+        return fresh(jax.random.fold_in(key, step), problem.batch_fn(step))
+
+    cfg = SVIConfig(
+        num_steps=num_steps, learning_rate=learning_rate, schedule="cosine",
+        warmup_steps=min(50, num_steps // 10), clip_norm=10.0,
+    )  # fmt: skip
+    return run_svi(
+        key, problem.model, problem.guide, batch_fn, cfg, init_params=truth_params
+    ).params

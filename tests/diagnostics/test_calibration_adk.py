@@ -20,78 +20,93 @@ from atomicspi_bayes.diagnostics import (
     half_set_fsc,
     nuts_reference,
     posterior_predictive_check,
+    prior_latents,
     sbc,
     shrink_guide,
+    simulate_images,
     write_ppc,
 )
 
 pytestmark = pytest.mark.slow
 
-N_SIMS, Z_GRID = 256, np.linspace(-4.0, 4.0, 161)
+N_SIMS, Z_GRID = 200, np.linspace(-4.0, 4.0, 161)
 
 
 @pytest.fixture(scope="module")
 def fitted(tmp_path_factory):
     folder = tmp_path_factory.mktemp("adk_controlled")
     cs = make_controlled_set(
-        folder, 384, box=32, pixel_size=3.0, resolution=9.0, junk_noise=0.05, junk_wrong=0.05,
+        folder, 256, box=32, pixel_size=3.0, resolution=9.0, junk_noise=0.05, junk_wrong=0.05,
         batch_size=32, seed=0,
     )  # fmt: skip
-    params = train_guide(jax.random.PRNGKey(1), cs.problem, cs.truth_params, 300)
+    params = train_guide(jax.random.PRNGKey(1), cs.problem, cs.truth_params, 200)
     return cs, params
 
 
-@pytest.fixture(scope="module")
-def exact_sbc(fitted):
-    cs, params = fitted
-    guide = grid_guide(cs.problem, params, Z_GRID)
-    run = lambda scale: sbc(  # noqa: E731
-        jax.random.PRNGKey(2), cs.problem, params, n_sims=N_SIMS, n_draws=99, guide=guide,
-        batch_size=32, draw_scale=scale,
-    )  # fmt: skip
-    return run(1.0), run(0.5)
-
-
-def test_sbc_passes_for_the_exact_posterior_and_rejects_it_shrunk(exact_sbc):
+def test_sbc_passes_for_the_exact_posterior(fitted):
     """The exact (grid) posterior of the real model is calibrated under our simulator, noise
-    model and prior draws; the same posterior with half its spread is rejected."""
-    good, shrunk = exact_sbc
-    assert good.ks_pvalue["z1"] > 0.01
-    assert 0.85 <= good.coverage[0.9]["z1"] <= 0.95
+    model and prior draws: the SBC machinery itself is right (the benchmark also shows the
+    same posterior with half its spread rejected)."""
+    cs, params = fitted
+    good = sbc(
+        jax.random.PRNGKey(2), cs.problem, params, n_sims=N_SIMS, n_draws=99, batch_size=32,
+        guide=grid_guide(cs.problem, params, Z_GRID),
+    )  # fmt: skip
+    assert good.ks_pvalue["z1"] > 0.01, good.to_json()
+    assert 0.85 <= good.coverage[0.9]["z1"] <= 0.95, good.to_json()
     assert good.passes() and good.acceptance_rate == 1.0
     assert good.contraction["z1"] > 0.5  # an informative posterior, not the prior
-    assert shrunk.ks_pvalue["z1"] < 1e-4 and shrunk.coverage[0.9]["z1"] < 0.75
-    assert not shrunk.passes()
 
 
-def test_sbc_of_the_amortized_guide_matches_its_measured_gap(fitted):
-    """SBC of the trained encoder and of its 2x-shrunk copy; the coverage SBC measures is
-    the coverage the amortization-gap table measures against the exact posterior."""
+def test_sbc_of_the_amortized_guide_matches_direct_coverage(fitted):
+    """SBC (ranks among guide draws) of the trained encoder measures the coverage its
+    Gaussian intervals have on fresh particles of the model (computed directly from the
+    encoder's means/sds and the true z); its 2x-shrunk copy is rejected."""
     cs, params = fitted
+    problem = cs.problem
     key = jax.random.PRNGKey(3)
-    amortized = sbc(key, cs.problem, params, n_sims=N_SIMS, n_draws=99, batch_size=32)
+    amortized = sbc(key, problem, params, n_sims=N_SIMS, n_draws=99, batch_size=32)
     shrunk = sbc(
-        key, cs.problem, params, n_sims=N_SIMS, n_draws=99, batch_size=32,
-        guide=shrink_guide(cs.problem.guide, 0.5),
+        key, problem, params, n_sims=N_SIMS, n_draws=99, batch_size=32,
+        guide=shrink_guide(problem.guide, 0.5),
     )  # fmt: skip
     assert shrunk.ks_pvalue["z1"] < 1e-4 and not shrunk.passes()
     assert shrunk.coverage[0.9]["z1"] < amortized.coverage[0.9]["z1"] - 0.1
-    good = np.flatnonzero(cs.junk == 0)[:64]
+    covered = []
+    for i in range(N_SIMS // 40):
+        template = problem.batch(np.arange(40) + 40 * i)
+        k_lat, k_img = jax.random.split(jax.random.fold_in(jax.random.PRNGKey(10), i))
+        latents, _ = prior_latents(k_lat, problem, params, template)
+        batch = template._replace(images=simulate_images(k_img, problem, params, template, latents))
+        enc = problem.guide.encode(params, batch)
+        z = np.asarray(latents["z"][:, 0])
+        covered.append(np.abs(z - enc.z_mean[:, 0]) <= 1.6449 * enc.z_sd[:, 0])
+    direct = float(np.mean(np.concatenate(covered)))
+    assert abs(direct - amortized.coverage[0.9]["z1"]) < 0.12  # ~3 binomial sds
+
+
+def test_amortization_gap_table(fitted):
+    cs, params = fitted
+    good = np.flatnonzero(cs.junk == 0)[:48]
     gap = amortization_gap(
         jax.random.PRNGKey(4), cs.problem, params, good, z_grid=Z_GRID, truth=cs.z[good]
     )
-    assert gap.method == "grid" and gap.table["q_sd"].shape == (64,)
-    assert abs(gap.summary["mean_ref_mass_in_q90"] - amortized.coverage[0.9]["z1"]) < 0.1
+    table = gap.table
+    assert gap.method == "grid" and table["q_sd"].shape == (48,)
+    assert np.all((table["ref_mass_in_q90"] >= 0) & (table["ref_mass_in_q90"] <= 1))
+    assert np.all(table["ref_mass_in_q50"] <= table["ref_mass_in_q90"] + 1e-9)
     # the truth lies in the exact posterior's bulk: |truth - ref mean| / ref sd ~ N(0, 1)
-    z = (gap.table["truth"] - gap.table["ref_mean"]) / gap.table["ref_sd"]
+    z = (table["truth"] - table["ref_mean"]) / table["ref_sd"]
     assert 0.7 < np.std(z) < 1.3
+    ratio = table["sd_ratio"]
+    assert np.all(ratio == table["q_sd"] / table["ref_sd"]) and np.all(ratio > 0)
 
 
 def test_grid_reference_agrees_with_nuts(fitted):
     cs, params = fitted
     positions = np.flatnonzero(cs.junk == 0)[:2]
     draws = nuts_reference(
-        jax.random.PRNGKey(5), cs.problem, params, positions, num_warmup=150, num_samples=300
+        jax.random.PRNGKey(5), cs.problem, params, positions, num_warmup=80, num_samples=160
     )
     gap = amortization_gap(jax.random.PRNGKey(6), cs.problem, params, positions, z_grid=Z_GRID)
     nuts_mean, nuts_sd = draws.mean(axis=0)[:, 0], draws.std(axis=0)[:, 0]
@@ -102,7 +117,9 @@ def test_grid_reference_agrees_with_nuts(fitted):
 
 def test_ppc_ranks_injected_junk_on_top(fitted, tmp_path):
     cs, params = fitted
-    ppc = posterior_predictive_check(jax.random.PRNGKey(7), cs.problem, params, n_draws=8)
+    ppc = posterior_predictive_check(
+        jax.random.PRNGKey(7), cs.problem, params, n_draws=4, n_replicas=2
+    )
     score, junk = ppc.outlier_score, cs.junk
     for kind in (1, 2):  # pure noise, wrong structure
         keep = (junk == 0) | (junk == kind)
@@ -119,30 +136,33 @@ def test_ppc_ranks_injected_junk_on_top(fitted, tmp_path):
 def test_half_set_fsc_of_the_ensembles(fitted):
     cs, params = fitted
     z = np.asarray(jax.random.normal(jax.random.PRNGKey(8), (200, 1)))
-    result, map1, _ = half_set_fsc(jax.random.PRNGKey(9), cs.problem, params, z)
-    assert map1.shape == (32, 32, 32) and result.n_half == (100, 100)
+    result, map1, _ = half_set_fsc(jax.random.PRNGKey(9), cs.problem, params, z, max_per_half=64)
+    assert map1.shape == (32, 32, 32) and result.n_half == (64, 64)
     assert result.fsc[1] > 0.99  # two halves of one ensemble agree at low resolution
     same, *_ = half_set_fsc(jax.random.PRNGKey(9), cs.problem, params, np.zeros((10, 1)))
     assert np.all(same.fsc[1:] > 0.999) and np.isnan(same.resolution)
 
 
 def test_cli_calibrate_and_diagnose_on_a_fit_run(fitted, tmp_path):
-    """`atomicspi fit` -> `atomicspi calibrate` / `diagnose` -> the report reads the results."""
+    """`atomicspi fit` -> `atomicspi calibrate` (rebuilds the model, restores the params) ->
+    diagnostics of the same run -> the report reads the results."""
     from atomicspi_bayes.cli import app
+    from atomicspi_bayes.diagnostics import DiagnoseOptions, diagnose_run
     from atomicspi_bayes.pipeline import fit
     from atomicspi_bayes.report.artifacts import scan_run
 
     cs, _ = fitted
     run = tmp_path / "run"
     cfg = controlled_config(8, 9.0, 32, 0)
-    fit(cs.star, cs.star.parent / "adk_open.pdb", run, cfg.replace(epochs=1, n_draws=10))
-    runner = CliRunner()
-    result = runner.invoke(app, ["calibrate", str(run), "--n", "64", "--draws", "19"])
+    fitted_run = fit(
+        cs.star, cs.star.parent / "adk_open.pdb", run, cfg.replace(epochs=1, n_draws=10)
+    )
+    result = CliRunner().invoke(app, ["calibrate", str(run), "--n", "32", "--draws", "19"])
     assert result.exit_code == 0, result.output
     data = json.loads((run / "calibration" / "sbc.json").read_text())
-    assert data["n_sims"] == 64 and data["n_draws"] == 19 and "ks_pvalue" in data
-    result = runner.invoke(app, ["diagnose", str(run), "--ppc-n", "64", "--gap", "4"])
-    assert result.exit_code == 0, result.output
+    assert data["n_sims"] == 32 and data["n_draws"] == 19 and "ks_pvalue" in data
+    options = DiagnoseOptions(ppc_n=32, ppc_draws=2, gap=2)
+    diagnose_run(run, fitted_run.problem, fitted_run.params, options)
     names = {p.name for p in (run / "diagnostics").iterdir()}
     assert {"ppc.csv", "amortization_gap.csv", "fsc.json", "summary.json"} <= names
     art = scan_run(run)
