@@ -494,7 +494,7 @@ class LandscapeEstimator:
         finite = np.isfinite(f_median)
         node_bin = grid.block_sum(np.eye(grid.n_nodes)).argmax(axis=1)  # (n_nodes,)
         if cfg.states == "gmm":
-            means, covs = fit_gmm(z_mean, int(cfg.n_states), seed=cfg.seed)
+            means, covs = fit_gmm(z_mean, int(cfg.n_states), seed=cfg.seed, z_sd=z_sd)
             ll = gmm_log_likelihoods(z_mean, z_sd, means, covs)
             key_nuts, key_boot = jax.random.split(key)
             post = population_posterior(

@@ -7,7 +7,8 @@ Three ways to define states:
   into that neighbour (watershed with barrier merging).
 - ``kmeans``: k-means (deeptime) on the particles' posterior means; grid bins are assigned to
   the nearest centre.
-- ``gmm``: a Gaussian mixture (scikit-learn) on the posterior means; each particle's
+- ``gmm``: a Gaussian mixture of the latents (scikit-learn start, then extreme
+  deconvolution of the per-particle posterior widths); each particle's
   likelihood for state k is the component convolved with its own posterior,
   ``L[n, k] = N(z_mean[n]; mu_k, Sigma_k + diag(z_sd[n]**2))``, which is the (N, K) matrix
   the population posterior needs.
@@ -127,8 +128,20 @@ def nearest_labels(points: np.ndarray, centers: np.ndarray) -> np.ndarray:
     return np.argmin(d2, axis=1)
 
 
-def fit_gmm(z_mean: np.ndarray, n_states: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """Full-covariance Gaussian mixture on the posterior means (scikit-learn).
+def fit_gmm(
+    z_mean: np.ndarray,
+    n_states: int,
+    seed: int = 0,
+    z_sd: np.ndarray | None = None,
+    n_iter: int = 300,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Full-covariance Gaussian mixture of the latents, deconvolved from posterior widths.
+
+    A scikit-learn GMM on the posterior means starts "extreme deconvolution" EM (Bovy, Hogg &
+    Roweis 2011) when ``z_sd`` is given: each particle is a noisy draw with its own diagonal
+    covariance diag(z_sd[n]**2), so the components describe the latents, not the latents
+    blurred by their posterior widths (which would be counted twice by
+    :func:`gmm_log_likelihoods`).
 
     Returns:
         means (K, D) and covariances (K, D, D), latent units, sorted by position.
@@ -139,8 +152,51 @@ def fit_gmm(z_mean: np.ndarray, n_states: int, seed: int = 0) -> tuple[np.ndarra
         raise ConfigError(f"n_states={n_states}: need 1 <= n_states <= {len(z_mean)} particles")
     gmm = GaussianMixture(n_components=n_states, covariance_type="full", random_state=seed)
     gmm.fit(z_mean)
-    order = np.lexsort(gmm.means_.T[::-1])
-    return np.asarray(gmm.means_[order]), np.asarray(gmm.covariances_[order])
+    means, covs, weights = (np.asarray(a, dtype=np.float64) for a in
+                            (gmm.means_, gmm.covariances_, gmm.weights_))  # fmt: skip
+    if z_sd is not None:
+        means, covs = _extreme_deconvolution(z_mean, z_sd, means, covs, weights, n_iter)
+    order = np.lexsort(means.T[::-1])
+    return means[order], covs[order]
+
+
+def _extreme_deconvolution(
+    x: np.ndarray,
+    sd: np.ndarray,
+    means: np.ndarray,
+    covs: np.ndarray,
+    weights: np.ndarray,
+    n_iter: int,
+    tol: float = 1e-7,
+) -> tuple[np.ndarray, np.ndarray]:
+    """EM for a GMM observed with per-point diagonal Gaussian noise (Bovy et al. 2011)."""
+    d = x.shape[1]
+    noise = np.eye(d)[None] * (sd[:, :, None] ** 2)  # (N, D, D)
+    floor = 1e-6 * np.eye(d) * np.mean(sd**2)
+    prev = -np.inf
+    for _ in range(n_iter):
+        t = covs[None] + noise[:, None]  # (N, K, D, D)
+        diff = x[:, None, :] - means[None]  # (N, K, D)
+        t_inv = np.linalg.inv(t)
+        sol = np.einsum("nkij,nkj->nki", t_inv, diff)
+        _, logdet = np.linalg.slogdet(t)
+        log_r = np.log(weights)[None] - 0.5 * (np.sum(diff * sol, -1) + logdet)
+        log_norm = np.logaddexp.reduce(log_r, axis=1, keepdims=True)
+        r = np.exp(log_r - log_norm)  # (N, K)
+        b = means[None] + np.einsum("kij,nkj->nki", covs, sol)  # E[z | x, k]
+        cov_post = covs[None] - np.einsum("kij,nkjl,klm->nkim", covs, t_inv, covs)
+        rk = r.sum(axis=0)
+        weights = rk / rk.sum()
+        means = np.einsum("nk,nki->ki", r, b) / rk[:, None]
+        dev = b - means[None]
+        covs = (
+            np.einsum("nk,nki,nkj->kij", r, dev, dev) + np.einsum("nk,nkij->kij", r, cov_post)
+        ) / rk[:, None, None] + floor
+        loglik = float(np.sum(log_norm))
+        if abs(loglik - prev) < tol * abs(loglik):
+            break
+        prev = loglik
+    return means, covs
 
 
 def gmm_log_likelihoods(

@@ -44,7 +44,7 @@ def run_dir(tmp_path):
 
 def test_landscape_then_kinetics(run_dir, monkeypatch, capsys):
     code, out, err = run_cli(
-        ["landscape", run_dir, "--grid", 16, "--samples", 150], monkeypatch, capsys
+        ["landscape", run_dir, "--grid", 16, "--samples", 100], monkeypatch, capsys
     )
     assert code == 0, err
     assert "populations" in out
@@ -64,10 +64,12 @@ def test_landscape_then_kinetics(run_dir, monkeypatch, capsys):
     assert sum(pops) == pytest.approx(1.0, abs=0.02)
     assert all(0.35 < p < 0.65 for p in pops)  # symmetric double well
     npz = np.load(ldir / "landscape.npz")
-    assert npz["free_energy_samples"].shape == (300, 16)
+    assert npz["free_energy_samples"].shape == (200, 16)
     assert float(npz["kT"]) == 1.0
 
-    code, out, err = run_cli(["kinetics", run_dir, "--diffusion", 2.0], monkeypatch, capsys)
+    code, out, err = run_cli(
+        ["kinetics", run_dir, "--diffusion", 2.0, "--max-samples", 40], monkeypatch, capsys
+    )
     assert code == 0, err
     kdir = run_dir / "kinetics"
     assert (kdir / "kinetics.png").stat().st_size > 0
@@ -79,15 +81,16 @@ def test_landscape_then_kinetics(run_dir, monkeypatch, capsys):
     assert kin["rates"][0]["p50"] == pytest.approx(1 / kin["mfpt"][0]["p50"], rel=0.05)
 
 
+@pytest.mark.slow
 def test_landscape_from_draws_2d_and_energy_units(tmp_path, monkeypatch, capsys):
     rng = np.random.default_rng(1)
-    z = np.concatenate([rng.normal(-1, 0.3, (400, 2)), rng.normal(1, 0.3, (200, 2))])
+    z = np.concatenate([rng.normal(-1, 0.3, (300, 2)), rng.normal(1, 0.3, (150, 2))])
     sd = np.full_like(z, 0.1)
-    draws = z[None] + sd[None] * rng.standard_normal((3, 600, 2))
+    draws = z[None] + sd[None] * rng.standard_normal((3, 450, 2))
     np.savez(tmp_path / "latents.npz", z_mean=z, z_sd=sd, z_draws=draws)
     out = tmp_path / "ls"
     code, _, err = run_cli(
-        ["landscape", tmp_path, "--out", out, "--grid", 8, "--samples", 100, "--draws",
+        ["landscape", tmp_path, "--out", out, "--grid", 8, "--samples", 80, "--draws",
          "--kT", 2.494, "--energy-unit", "kJ/mol", "--states", "kmeans", "--n-states", 2],
         monkeypatch, capsys,
     )  # fmt: skip
@@ -123,12 +126,12 @@ def test_bad_input_is_one_line_exit_2(args, match, run_dir, tmp_path, monkeypatc
 
 def test_latent_dim_above_two(tmp_path, monkeypatch, capsys):
     rng = np.random.default_rng(2)
-    z = rng.normal(size=(300, 4)) * np.array([2.0, 1.0, 0.2, 0.1])
+    z = rng.normal(size=(200, 4)) * np.array([2.0, 1.0, 0.2, 0.1])
     np.savez(tmp_path / "latents.npz", z_mean=z, z_sd=np.full_like(z, 0.1))
     code, _, err = run_cli(["landscape", tmp_path], monkeypatch, capsys)
     assert code == 2 and "--project pca" in err
     code, _, err = run_cli(
-        ["landscape", tmp_path, "--project", "pca", "--grid", 6, "--samples", 80],
+        ["landscape", tmp_path, "--project", "pca", "--grid", 5, "--samples", 60],
         monkeypatch, capsys,
     )  # fmt: skip
     assert code == 0, err

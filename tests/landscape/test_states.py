@@ -57,3 +57,18 @@ def test_kmeans_and_gmm_find_two_clusters():
     means, covs = fit_gmm(z, 2)
     np.testing.assert_allclose(means[:, 0], [-1, 1], atol=0.05)
     np.testing.assert_allclose(np.sqrt(covs[:, 0, 0]), 0.2, atol=0.03)
+
+
+def test_gmm_deconvolves_posterior_widths():
+    """Extreme deconvolution: the components describe the latents, not latents + noise."""
+    rng = np.random.default_rng(11)
+    n = 4000
+    state = (rng.random(n) > 0.7).astype(int)
+    x = rng.normal(np.array([-1.0, 1.0])[state], np.array([0.4, 0.5])[state])
+    sd = rng.uniform(0.1, 0.3, n)
+    m = x + sd * rng.standard_normal(n)
+    _, naive = fit_gmm(m[:, None], 2)
+    means, covs = fit_gmm(m[:, None], 2, z_sd=sd[:, None])
+    np.testing.assert_allclose(means[:, 0], [-1.0, 1.0], atol=0.05)
+    np.testing.assert_allclose(np.sqrt(covs[:, 0, 0]), [0.4, 0.5], rtol=0.08)
+    assert np.all(naive[:, 0, 0] > covs[:, 0, 0] + 0.02)  # the naive fit is blurred
