@@ -292,19 +292,10 @@ def simulate(
 
 
 def _fitted_run(run: Path):
-    """A finished run's model and guide (rebuilt by the fit pipeline) and learned params."""
-    from atomicspi_bayes.diagnostics import read_run_facts, restore_params
-    from atomicspi_bayes.errors import InputFormatError
-    from atomicspi_bayes.pipeline import build_problem, read_fit_config
+    """A finished run's rebuilt problem and learned params (see pipeline.runs)."""
+    from atomicspi_bayes.pipeline.runs import load_fitted_run
 
-    facts = read_run_facts(run)
-    if not (run / "latents.npz").is_file():
-        raise InputFormatError(f"{run}: no latents.npz; the fit has not finished")
-    cfg = read_fit_config(run / "config.toml")
-    problem = build_problem(
-        facts["particles"], facts["structure"], cfg, topology=facts.get("topology")
-    )
-    return problem, restore_params(run, problem)
+    return load_fitted_run(run)
 
 
 @app.command()

@@ -219,8 +219,10 @@ def run_demo(
         notify("calibrate", stage_done)
         if not stage_done:
             from atomicspi_bayes.diagnostics import calibrate_run
+            from atomicspi_bayes.pipeline.runs import load_fitted_run
 
-            calibrate_run(run_dir, n=cfg.n_calibration, seed=cfg.seed)
+            problem, params = load_fitted_run(run_dir)
+            calibrate_run(run_dir, problem, params, n_sims=cfg.n_calibration, seed=cfg.seed)
 
     notify("report", False)
     report = write_report(run_dir)
