@@ -1,9 +1,10 @@
 """Calibration of the amortized posterior on the adenylate-kinase synthetic model.
 
 The controlled AdK model (``tests/diagnostics/adk_model.py``): open AdK beads, known poses,
-D = 1 with a linear decoder along the softest ANM mode (2 Å RMSD per unit z), z ~ N(0, 1),
-64 px... images drawn from the model itself at whole-box SNR 0.1, 5 % pure-noise and 5 %
-wrong-structure (4E43) images mixed in. The encoder is trained by the SVI engine with the
+D = 1 with a linear decoder along the softest ANM mode (2 Å RMSD per unit z), z ~ N(0, 1);
+2048 images (48 px, 2 Å/px, likelihood to 8 Å) drawn from the model itself at whole-box
+SNR 0.1, with 5 % pure-noise and 5 % wrong-structure (4E43) images mixed in. The encoder
+(the fit pipeline's amortized guide) is trained by the SVI engine on these particles, the
 globals starting at the truth. Then:
 
 - SBC (>= 500 simulations, 99 draws): the amortized guide, the same guide with its sds

@@ -69,7 +69,7 @@ def sbc_rank_figure(result: Any, *, max_panels: int = 6) -> Figure:
     edges = np.linspace(0.0, 1.0, n_bins + 1)
     for j, (ax, name) in enumerate(zip(axes, names, strict=True)):
         counts, _ = np.histogram(result.pit[:, j], bins=edges)
-        ax.axhspan(lo, hi, color=_BAND, label="99 % band if uniform")
+        ax.axhspan(lo, hi, color=_BAND)
         ax.axhline(s / n_bins, color=_GREY, linewidth=1.0)
         ax.stairs(counts, edges * (result.n_draws + 1), fill=True, color=_BLUE, alpha=0.85)
         ax.set_xlabel(f"rank of true {name} (of {result.n_draws} draws)")
@@ -79,8 +79,10 @@ def sbc_rank_figure(result: Any, *, max_panels: int = 6) -> Figure:
         )
         _tidy(ax, grid=False)
     axes[0].set_ylabel("simulations per bin")
-    axes[0].legend(fontsize=8, frameon=False, loc="lower center")
-    fig.suptitle(f"SBC rank histograms ({s:,} simulations)", fontsize=11)
+    fig.suptitle(
+        f"SBC rank histograms ({s:,} simulations; grey: 99 % band of a uniform histogram)",
+        fontsize=10,
+    )
     return fig
 
 
@@ -167,7 +169,7 @@ def ppc_figures(result: Any) -> dict[str, Figure]:
     score = result.outlier_score
     ax.hist(score, bins=80, color=_BLUE, alpha=0.85, log=True)
     ax.axvline(result.threshold, color=_RED, linewidth=1.2, label=f"threshold {result.threshold:g}")
-    ax.set_xlabel("outlier score (sd of the replicated discrepancy)")
+    ax.set_xlabel("outlier score (standardised signal-weighted residual)")
     ax.set_ylabel("particles")
     ax.set_title(
         f"{int(np.sum(score > result.threshold))} of {score.size} particles flagged", fontsize=10

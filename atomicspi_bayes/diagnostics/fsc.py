@@ -222,6 +222,7 @@ def half_set_fsc(
     bfactor: float | None = None,
     threshold: float = 0.143,
     halves: np.ndarray | None = None,
+    max_gaussians: int = 300_000,
 ) -> tuple[FSCResult, np.ndarray, np.ndarray]:
     """FSC between the posterior-mean ensemble maps of two half-sets.
 
@@ -234,6 +235,8 @@ def half_set_fsc(
         bfactor: extra B, Å² (see :func:`render_density`).
         threshold: FSC threshold (0.143 for half maps).
         halves: optional ``(N,)`` 1/2 labels (e.g. rlnRandomSubset); default random halves.
+        max_gaussians: cap on rendered Gaussians per half (points x terms x structures); the
+            structures per half are reduced to stay below it (all-atom models).
 
     Returns:
         ``(FSCResult, map1, map2)``.
@@ -254,6 +257,8 @@ def half_set_fsc(
         halves[order[n // 2 :]] = 2
     halves = np.asarray(halves)
     decoder = decoder_from_params(params, problem.static)
+    per_structure = int(np.asarray(scatterer_gaussians(problem.static.scatterers)[1]).size)
+    max_per_half = max(1, min(max_per_half, max_gaussians // max(per_structure, 1)))
     maps, sizes = [], []
     for h, kh in zip((1, 2), jax.random.split(k_sub), strict=True):
         members = np.flatnonzero(halves == h)
