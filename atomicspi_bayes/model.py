@@ -237,11 +237,14 @@ class FourierWindow:
 class LatentDecoder(eqx.Module):
     """MLP from the latent ``z`` ``(D,)`` to mode amplitudes ``(K,)`` in Å of RMSD per mode.
 
-    ``hidden=()`` gives a linear decoder. The last layer starts small (``output_scale``)
-    so a fresh model sits near the reference structure.
+    ``amplitudes = mode_scale ⊙ MLP(z)``: the fixed ``mode_scale`` ``(K,)`` (not trained;
+    e.g. ``sqrt(λ_1/λ_k)``) preconditions the output so soft, collective modes move faster
+    under the optimiser than stiff, local ones. ``hidden=()`` gives a linear decoder. The
+    last layer starts small (``output_scale``) so a fresh model sits near the reference.
     """
 
     layers: tuple[eqx.nn.Linear, ...]
+    mode_scale: Array
 
     def __init__(
         self,
@@ -251,6 +254,7 @@ class LatentDecoder(eqx.Module):
         *,
         key: Array,
         output_scale: float = 0.1,
+        mode_scale: Array | None = None,
     ):
         sizes = (latent_dim, *hidden, n_modes)
         keys = jax.random.split(key, len(sizes) - 1)
@@ -260,12 +264,13 @@ class LatentDecoder(eqx.Module):
         last = eqx.tree_at(lambda m: m.weight, last, last.weight * output_scale)
         layers[-1] = eqx.tree_at(lambda m: m.bias, last, last.bias * 0.0)
         self.layers = tuple(layers)
+        self.mode_scale = jnp.ones(n_modes) if mode_scale is None else jnp.asarray(mode_scale)
 
     def __call__(self, z: Array) -> Array:
         h = z
         for layer in self.layers[:-1]:
             h = jnp.tanh(layer(h))
-        return self.layers[-1](h)
+        return jax.lax.stop_gradient(self.mode_scale) * self.layers[-1](h)
 
 
 @dataclass(frozen=True, eq=False)
@@ -558,6 +563,7 @@ def latent_grid_posterior(
     """
     if cfg.latent_dim != 1 or cfg.poses != "fixed":
         raise ConfigError("latent_grid_posterior needs latent_dim=1 and poses='fixed'")
+    params = jax.tree_util.tree_map(jnp.asarray, params)
     decoder = decoder_from_params(params, static)
     sigma = params.get("noise_sigma", jnp.asarray(static.noise_sigma))[batch.optics_group]
     scale = params["image_scale"][batch.optics_group]

@@ -177,6 +177,7 @@ class AmortizedGuide:
 
     def encode(self, params: dict, batch: ParticleBatch) -> Encoding:
         """Variational parameters of ``batch`` under learned ``params`` (SVI result)."""
+        params = jax.tree_util.tree_map(jnp.asarray, params)
         encoder = _combine(params["encoder$params"], self.encoder)
         decoder = _combine(params["decoder$params"], self.static.decoder)
         scale = params["image_scale"]

@@ -101,7 +101,7 @@ class FitConfig:
     latent_dim: int = 1
     poses: str = "fixed"
     coarse_grained: bool = True
-    n_modes: int = 32
+    n_modes: int = 0
     anm_cutoff: float = 15.0
     elastic_cutoff: float = 7.0
     decoder_hidden: tuple[int, ...] = (64, 64)
@@ -112,14 +112,14 @@ class FitConfig:
     elastic_weight: float = 0.05
     mode_weight: float = 0.0
     bond_weight: float = 1.0
-    clash_weight: float = 1.0
+    clash_weight: float = 0.0
     shift_prior_sd: float = 3.0
     encoder: str = "auto"
     encoder_hidden: tuple[int, ...] = (128, 128)
     encoder_image_size: int = 32
     pose_heads: int = 4
     epochs: int = 30
-    batch_size: int = 64
+    batch_size: int = 32
     learning_rate: float = 3e-3
     grad_clip: float = 10.0
     warmup_steps: int = 50
@@ -270,10 +270,10 @@ def format_fit_config(cfg: FitConfig, extra: dict[str, Any] | None = None) -> st
 
 def write_fit_config(path: str | Path, cfg: FitConfig, extra: dict[str, Any] | None = None) -> None:
     """Write ``cfg`` (and run facts in ``extra``: str/int/float/bool/lists) as TOML, atomically."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(format_fit_config(cfg, extra))
-    tmp.replace(path)
+    from atomicspi_bayes.io._atomic import atomic_open
+
+    with atomic_open(path, "w") as fh:
+        fh.write(format_fit_config(cfg, extra))
 
 
 # ---------------------------------------------------------------- the workflow
@@ -520,7 +520,13 @@ def build_problem(
         n_particles=int(rows.size),
         noise_sigma=np.ones(n_groups, dtype=np.float32),
         image_scale=np.ones(n_groups, dtype=np.float32),
-        decoder=LatentDecoder(cfg.latent_dim, n_modes, cfg.decoder_hidden, key=k_decoder),
+        decoder=LatentDecoder(
+            cfg.latent_dim,
+            n_modes,
+            cfg.decoder_hidden,
+            key=k_decoder,
+            mode_scale=np.sqrt(modes.eigenvalues[0] / modes.eigenvalues),
+        ),
     )
     problem = FitProblem(
         cfg=cfg, model_cfg=model_cfg, static=static, guide=None, metadata=metadata,
@@ -605,11 +611,14 @@ def nuts_posterior(
     *,
     num_warmup: int = 300,
     num_samples: int = 300,
+    init_z: np.ndarray | None = None,
 ) -> np.ndarray:
     """``(S, n, D)`` NUTS draws of z for particles ``positions`` with the globals fixed.
 
     The gold standard for q(z | y): the same model on a full (non-subsampled) plate of the
-    ``n`` particles, globals substituted from the SVI ``params`` (poses fixed only).
+    ``n`` particles, globals substituted from the SVI ``params`` (poses fixed only). The
+    chain starts at ``init_z`` ``(n, D)`` (default: the encoder's means): a per-particle
+    posterior can have distant minor modes that one chain started at random does not leave.
     """
     from atomicspi_bayes.inference import run_nuts
     from atomicspi_bayes.model import cryoem_model
@@ -620,10 +629,13 @@ def nuts_posterior(
     n = positions.size
     static = dataclasses.replace(problem.static, n_particles=n)
     batch = problem.batch(positions)._replace(indices=jnp.arange(n, dtype=jnp.int32))
+    if init_z is None:
+        init_z = problem.guide.encode(params, batch).z_mean
     fixed = {k: v for k, v in params.items() if not k.startswith("encoder")}
     result = run_nuts(
         key, cryoem_model, batch, problem.model_cfg, static, fixed_params=fixed,
         num_warmup=num_warmup, num_samples=num_samples,
+        init_params={"z": jnp.asarray(init_z, dtype=jnp.float32)},
     )  # fmt: skip
     return result.samples["z"][0]
 
@@ -692,16 +704,16 @@ def _prepare_run_dir(out_dir: Path, cfg: FitConfig) -> None:
 
 
 def _save_npz(path: Path, **arrays: np.ndarray) -> None:
-    from atomicspi_bayes.io._atomic import atomic_path
+    from atomicspi_bayes.io._atomic import atomic_open
 
-    with atomic_path(path) as tmp, open(tmp, "wb") as fh:
+    with atomic_open(path, "wb") as fh:
         np.savez(fh, **arrays)
 
 
 def _save_npy(path: Path, array: np.ndarray) -> None:
-    from atomicspi_bayes.io._atomic import atomic_path
+    from atomicspi_bayes.io._atomic import atomic_open
 
-    with atomic_path(path) as tmp, open(tmp, "wb") as fh:
+    with atomic_open(path, "wb") as fh:
         np.save(fh, array)
 
 
