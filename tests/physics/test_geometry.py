@@ -1,5 +1,8 @@
 """Rotations: RELION Euler convention, representations, uniform sampling."""
 
+import os
+from pathlib import Path
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -44,7 +47,7 @@ def test_cryodrgn_fixture_rotation():
     """SCIENCE.md: pose.star.pkl rots[0] = A(16.09353, 86.352776, 98.22569) (degrees)."""
     import pickle
 
-    with open("/work/shared/data/cryodrgn/pose.star.pkl", "rb") as fh:
+    with open(Path(os.environ["ATOMICSPI_SHARED_DATA"]) / "cryodrgn" / "pose.star.pkl", "rb") as fh:
         rots, _ = pickle.load(fh)
     a = g.euler_to_matrix(jnp.deg2rad(jnp.array([16.09353, 86.352776, 98.22569])))
     np.testing.assert_allclose(a, rots[0], atol=1e-5)

@@ -6,6 +6,7 @@ topology (mdtraj alone would guess CA -> calcium).
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -14,7 +15,7 @@ from MDAnalysisTests.datafiles import PSF, PDB_closed, PDB_small
 from atomicspi_bayes.io import load_structure
 from atomicspi_bayes.structure import AtomicModel
 
-GEMMI_1ORC = Path("/work/shared/data/gemmi/1orc.pdb")
+GEMMI_1ORC = Path(os.environ["ATOMICSPI_SHARED_DATA"]) / "gemmi" / "1orc.pdb"
 
 
 @pytest.fixture(scope="session")
