@@ -12,7 +12,8 @@ Public API (exact signatures)::
                     energy_unit="kT", concentration=1.0, num_warmup=400, num_samples=400,
                     num_chains=2, n_bootstrap=200, use_draws=False, fit_prior_sd=None,
                     min_count=0.5, shape_iterations=2, compress=0.1, states="basins",
-                    n_states=None, min_barrier=1.0, project="none", seed=0)
+                    n_states=None, min_barrier=1.0, min_population=0.02, project="none",
+                    seed=0)
     LandscapeEstimator(config).fit(latents).fetch_model() -> Landscape
     population_posterior(key, log_lik (N, K), *, concentration=1.0, num_warmup=500,
                          num_samples=500, num_chains=2, init_weights=None) -> PopulationPosterior

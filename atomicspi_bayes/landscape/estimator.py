@@ -85,6 +85,8 @@ class LandscapeConfig:
         states: coarse states for populations: "basins", "kmeans" or "gmm".
         n_states: number of k-means/GMM states (required for those methods).
         min_barrier: basins with a barrier below this many kT are merged.
+        min_population: basins holding less than this fraction of the (median) population
+            are merged into a neighbour.
         project: "none" (latent dim > 2 is an error) or "pca" (first two principal axes).
         seed: seed of the PRNG key for NUTS and bootstrap.
     """
@@ -108,6 +110,7 @@ class LandscapeConfig:
     states: str = "basins"
     n_states: int | None = None
     min_barrier: float = 1.0
+    min_population: float = 0.02
     project: str = "none"
     seed: int = 0
 
@@ -141,6 +144,8 @@ class LandscapeConfig:
             raise ConfigError(f"states={self.states!r} is not one of {STATE_METHODS}")
         if self.states != "basins" and (self.n_states is None or self.n_states < 1):
             raise ConfigError(f"states={self.states!r} needs n_states >= 1 (got {self.n_states})")
+        if not 0 <= self.min_population < 1:
+            raise ConfigError(f"min_population={self.min_population}: must be in [0, 1)")
         if self.min_barrier < 0:
             raise ConfigError(f"min_barrier={self.min_barrier}: must be >= 0 (kT)")
         if self.project not in ("none", "pca"):
@@ -524,7 +529,12 @@ class LandscapeEstimator:
             ctr = kmeans_centers(z_mean, int(cfg.n_states), seed=cfg.seed)
             labels = np.where(finite, nearest_labels(centers, ctr), -1)
         else:
-            labels = basin_labels(f_median.reshape(grid.bin_shape), cfg.min_barrier * cfg.kT)
+            labels = basin_labels(
+                f_median.reshape(grid.bin_shape),
+                cfg.min_barrier * cfg.kT,
+                cfg.min_population,
+                cfg.kT,
+            )
             labels = labels.ravel()
         n_states = int(labels.max()) + 1
         onehot = np.zeros((grid.n_bins, n_states))

@@ -38,13 +38,21 @@ def _neighbour_pairs(shape: tuple[int, ...]) -> np.ndarray:
     return np.concatenate(pairs)
 
 
-def basin_labels(free_energy: np.ndarray, min_barrier: float = 1.0) -> np.ndarray:
+def basin_labels(
+    free_energy: np.ndarray,
+    min_barrier: float = 1.0,
+    min_population: float = 0.0,
+    kT: float = 1.0,
+) -> np.ndarray:
     """Label grid cells by free-energy basin; -1 where F is not finite.
 
     Args:
         free_energy: (G,) or (G1, G2) free energy (NaN/inf = undefined cell).
         min_barrier: basins whose lowest saddle to a neighbour lies less than this above their
             minimum are merged into that neighbour (same units as ``free_energy``).
+        min_population: basins holding less than this fraction of exp(-F/kT) are merged
+            into the neighbour they share the lowest saddle with (noise in sparse tails).
+        kT: energy unit of F for the populations.
 
     Returns:
         Integer labels with the grid's shape, numbered 0.. in order of increasing basin
@@ -79,6 +87,8 @@ def basin_labels(free_energy: np.ndarray, min_barrier: float = 1.0) -> np.ndarra
             break
         root = nxt
     labels = np.where(ok, root, -1)
+    weight = np.where(ok, np.exp(-(flat - np.nanmin(flat)) / kT), 0.0)
+    weight /= weight.sum()
     # Barrier merging: repeatedly merge the basin with the smallest barrier below min_barrier.
     while True:
         basins = np.unique(labels[labels >= 0])
@@ -102,9 +112,21 @@ def basin_labels(free_energy: np.ndarray, min_barrier: float = 1.0) -> np.ndarra
             barrier = s - minima[shallow]
             if barrier < best_barrier:
                 best_pair, best_barrier = (shallow, deep), barrier
-        if best_pair is None or best_barrier >= min_barrier:
+        if best_pair is not None and best_barrier < min_barrier:
+            labels[labels == best_pair[0]] = best_pair[1]
+            continue
+        # then basins with too small a population, smallest first
+        pops = {int(b): float(np.sum(weight[labels == b])) for b in basins}
+        small = min(pops, key=pops.get)
+        if pops[small] >= min_population:
             break
-        labels[labels == best_pair[0]] = best_pair[1]
+        partner = min(
+            ((s, x if y == small else y) for (x, y), s in saddles.items() if small in (x, y)),
+            default=None,
+        )
+        if partner is None:
+            break
+        labels[labels == small] = partner[1]
     out = np.full(n, -1, dtype=np.int64)
     for new, old in enumerate(np.unique(labels[labels >= 0])):
         out[labels == old] = new

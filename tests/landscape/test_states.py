@@ -72,3 +72,12 @@ def test_gmm_deconvolves_posterior_widths():
     np.testing.assert_allclose(means[:, 0], [-1.0, 1.0], atol=0.05)
     np.testing.assert_allclose(np.sqrt(covs[:, 0, 0]), [0.4, 0.5], rtol=0.08)
     assert np.all(naive[:, 0, 0] > covs[:, 0, 0] + 0.02)  # the naive fit is blurred
+
+
+def test_small_basins_are_merged_by_population():
+    x = np.linspace(-2, 2, 41)
+    f = 3 * (x**2 - 1) ** 2
+    f[1] = f[2] - 2.0  # a deep but tiny spurious minimum in the far tail
+    assert len(np.unique(basin_labels(f, 1.0))) == 3
+    lab = basin_labels(f, 1.0, min_population=0.02)
+    assert len(np.unique(lab)) == 2 and lab[1] == lab[15]
