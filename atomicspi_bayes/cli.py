@@ -339,7 +339,13 @@ def diagnose(
             f"{s['mean_ref_mass_in_q90']:.3f}"
         )
     if result["fsc"] is not None:
-        console.print(f"half-set FSC: {result['fsc'].resolution:.2f} Å at 0.143")
+        f = result["fsc"]
+        where = (
+            f"{f.resolution:.2f} Å at 0.143"
+            if f.resolution == f.resolution  # not NaN
+            else f"above 0.143 up to Nyquist ({2 * f.voxel_size:.2f} Å)"
+        )
+        console.print(f"half-set FSC of the posterior-mean ensembles: {where}")
     console.print(f"diagnose: wrote {len(result['paths'])} files to {run / 'diagnostics'}")
 
 
