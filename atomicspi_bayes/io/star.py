@@ -104,6 +104,10 @@ def _pick_blocks(path: Path, blocks: dict):
     if "rlnImageName" not in particles.columns:
         raise InputFormatError(f"{path}: the particles block has no rlnImageName column")
     optics = loops.get("optics")
+    for name, table in (("particles", particles), ("optics", optics)):
+        repeated = [] if table is None else sorted(set(table.columns[table.columns.duplicated()]))
+        if repeated:
+            raise InputFormatError(f"{path}: the {name} block names column(s) {repeated} twice")
     if optics is not None and "rlnOpticsGroup" not in optics.columns:
         raise InputFormatError(f"{path}: data_optics has no rlnOpticsGroup column")
     if len(particles) == 0:
@@ -186,7 +190,7 @@ def _split_image_names(path: Path, names) -> tuple[np.ndarray, np.ndarray]:
         else:
             try:
                 idx[i] = int(at) - 1
-            except ValueError as exc:
+            except (ValueError, OverflowError) as exc:  # not a number, or beyond int64
                 raise InputFormatError(
                     f"{path}: rlnImageName {text!r} (row {i + 1}) is not 'index@stack'"
                 ) from exc

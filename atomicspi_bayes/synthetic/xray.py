@@ -49,6 +49,8 @@ def default_xray_geometry(n_pixels: int = 128) -> xray.DetectorGeometry:
     0.085 1/Å at the corners (11.7 Å); a 2-pixel beam stop. Other ``n_pixels`` keep the same
     ``k`` range (pixel pitch ``200·128/n_pixels`` µm).
     """
+    if int(n_pixels) < 2:  # before the pitch divides by it
+        raise ConfigError(f"detector n_pixels={n_pixels} must be >= 2 (--box)")
     return xray.DetectorGeometry(
         n_pixels=int(n_pixels),
         pixel_size_um=200.0 * 128 / int(n_pixels),
