@@ -39,7 +39,8 @@ def main() -> None:
     try:
         app()
     except AtomicspiError as exc:
-        err_console.print(f"error: {exc}", markup=False, highlight=False)
+        # one line whatever the message holds (third-party text can carry newlines)
+        err_console.print(f"error: {' '.join(str(exc).split())}", markup=False, highlight=False)
         sys.exit(2)
     except OSError as exc:
         if exc.errno not in _OS_ERROR_HINTS:
