@@ -306,7 +306,7 @@ def parse_args() -> argparse.Namespace:
     ap.add_argument("--sizes", type=int, nargs=2, default=None, help="small and large N")
     ap.add_argument("--box", type=int, default=None, help="box L in px (64; quick: 32)")
     ap.add_argument("--pixel-size", type=float, default=None, help="Å (1.5; quick: 3.0)")
-    ap.add_argument("--n-base", type=int, default=None, help="distinct clean images (1000)")
+    ap.add_argument("--n-base", type=int, default=None, help="distinct images (1000; quick 50)")
     ap.add_argument("--snr", type=float, default=1.0)
     ap.add_argument("--batch-size", type=int, default=None, help="256 (quick: 64)")
     ap.add_argument("--resolution", type=float, default=12.0, help="Å fitted (cheaper steps)")
@@ -320,7 +320,7 @@ def run(args: argparse.Namespace) -> dict:
     small, large = args.sizes or ((500, 5000) if args.quick else (10_000, 100_000))
     box = args.box or (32 if args.quick else 64)
     pixel = args.pixel_size or (3.0 if args.quick else 1.5)
-    n_base = args.n_base or (100 if args.quick else 1000)
+    n_base = args.n_base or (50 if args.quick else 1000)
     args.batch_size = args.batch_size or (64 if args.quick else 256)
 
     work = args.workdir or Path(tempfile.mkdtemp(prefix="atomicspi-memory-"))

@@ -333,7 +333,7 @@ def run(args: argparse.Namespace) -> dict:
     out["cost_model"] = "t_image ~ 8 (L/2+1)^2 P flops (GEMM) + O(L P) phases + O(L^2) CTF"
     if not args.no_svi:
         with tempfile.TemporaryDirectory(prefix="atomicspi-scaling-") as tmp:
-            svi_boxes = boxes
+            svi_boxes = boxes[-1:] if q else boxes  # quick: one fit build only
             reps = [True] if q else [True, False]
             svi = bench_svi(svi_boxes, pixel_size, batch, steps, reps, Path(tmp))
         out["svi"] = svi
