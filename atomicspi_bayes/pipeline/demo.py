@@ -91,6 +91,21 @@ def double_well(path_position: np.ndarray, barrier_kT: float, tilt_kT: float) ->
     return barrier_kT * (1.0 - u**2) ** 2 + tilt_kT * path_position
 
 
+def write_open_reference(data: dict[str, Path], path: Path) -> None:
+    """Write the open end of the trajectory in the frame the simulated poses refer to.
+
+    The simulator superposes every frame on frame 0 (Kabsch on Cα) and centres it on frame 0's
+    centroid, so a PDB in another frame (adk_open.pdb) would make every fixed pose wrong.
+    The open end is the reference because ANM modes of open AdK describe its closure well.
+    """
+    from atomicspi_bayes.io import load_trajectory, write_multimodel_pdb
+    from atomicspi_bayes.synthetic import align_frames
+
+    model, frames = load_trajectory(data["trajectory"], data["topology"])
+    aligned, centre = align_frames(frames, model.ca_indices)
+    write_multimodel_pdb(path, model, aligned[-1] + centre)
+
+
 def frame_weights(n_frames: int, cfg: DemoConfig) -> np.ndarray:
     """(F,) Boltzmann weights exp(-F(s_f)) of the trajectory frames, s_f = f/(F-1)."""
     s = np.arange(n_frames) / max(n_frames - 1, 1)
@@ -174,13 +189,16 @@ def run_demo(
             force=True,
         )
 
+    reference = sim_dir / "reference_open.pdb"
+    if not reference.exists():
+        write_open_reference(data, reference)
     fit_cfg = FitConfig(epochs=cfg.epochs, seed=cfg.seed, resume=True)
     stage_done = _done(run_dir / "latents.npz")
     notify("fit", stage_done)
     if not stage_done:
         fit(
             sim_dir / "particles.star",
-            data["open"],
+            reference,
             run_dir,
             fit_cfg,
             topology=data["topology"],
@@ -194,7 +212,7 @@ def run_demo(
         if not stage_done:
             fit(
                 sim_dir / "particles.star",
-                data["open"],
+                reference,
                 amortized_dir,
                 replace(fit_cfg, poses="amortized", epochs=cfg.amortized_epochs),
                 topology=data["topology"],
