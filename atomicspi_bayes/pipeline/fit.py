@@ -23,6 +23,7 @@ marks a finished run.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
 import math
 import shutil
@@ -87,6 +88,10 @@ class FitConfig:
         encoder_hidden: hidden widths of the encoder MLP (head).
         encoder_image_size: px, side of the low-pass image the CNN sees.
         pose_heads: number of rotation hypotheses (multi-head pose encoder).
+        pose_pretrain_steps: sleep-phase steps regressing the pose heads on particles
+            simulated from the reference before SVI (amortized poses; 0 = none).
+        refine_steps: per-particle likelihood refinement steps of the encoder's pose in the
+            final posterior pass (amortized poses; 0 = pure amortized poses).
     Optimisation:
         epochs, batch_size, learning_rate, grad_clip (global norm), warmup_steps,
         checkpoint_every (steps), seed.
@@ -118,6 +123,8 @@ class FitConfig:
     encoder_hidden: tuple[int, ...] = (128, 128)
     encoder_image_size: int = 32
     pose_heads: int = 4
+    pose_pretrain_steps: int = 3000
+    refine_steps: int = 50
     epochs: int = 30
     batch_size: int = 32
     learning_rate: float = 3e-3
@@ -163,6 +170,8 @@ class FitConfig:
             f"encoder_image_size must be a multiple of 8, got {self.encoder_image_size}",
         )
         need(self.pose_heads >= 1, f"pose_heads must be >= 1, got {self.pose_heads}")
+        need(self.pose_pretrain_steps >= 0, "pose_pretrain_steps must be >= 0")
+        need(self.refine_steps >= 0, f"refine_steps must be >= 0, got {self.refine_steps}")
         need(self.epochs >= 1, f"epochs must be >= 1, got {self.epochs}")
         need(self.batch_size >= 1, f"batch_size must be >= 1, got {self.batch_size}")
         need(self.learning_rate > 0, f"learning_rate must be > 0, got {self.learning_rate}")
@@ -544,6 +553,15 @@ def build_problem(
         hidden=cfg.encoder_hidden, image_size=min(cfg.encoder_image_size, box),
         pose_heads=cfg.pose_heads,
     )  # fmt: skip
+    if cfg.poses == "amortized" and cfg.pose_pretrain_steps > 0:
+        from atomicspi_bayes.guides import pretrain_pose_encoder
+        from atomicspi_bayes.physics.ctf import CTFParams
+
+        guide, losses = pretrain_pose_encoder(
+            jax.random.fold_in(k_encoder, 1), guide, CTFParams.from_metadata(dataset.metadata),
+            steps=cfg.pose_pretrain_steps, batch_size=64, learning_rate=2e-3,
+        )  # fmt: skip
+        logger.info("pose heads pre-trained: loss %.3g -> %.3g", losses[0], losses[-1])
     return dataclasses.replace(problem, static=static, guide=guide)
 
 
@@ -558,7 +576,7 @@ def encode_all(problem: FitProblem, params: dict) -> dict[str, np.ndarray]:
     ``(N, 2)`` Å, ``"head"`` ``(N,)``.
     """
     n, bsz = problem.n_particles, problem.batch_size
-    encode = jax.jit(problem.guide.encode)
+    encode = jax.jit(functools.partial(problem.guide.encode, refine_steps=problem.cfg.refine_steps))
     chunks: list = []
     for start in range(0, n, bsz):
         positions = np.arange(start, start + bsz)
@@ -774,6 +792,8 @@ def fit(
         "n_modes": problem.static.n_modes,
         "n_scored": problem.static.window.n_scored,
     }
+    if topology is not None:
+        run_facts["topology"] = str(Path(topology).resolve())
     write_fit_config(out_dir / "config.toml", cfg, run_facts)
 
     svi_cfg = SVIConfig(
