@@ -34,6 +34,7 @@ import signal
 import struct
 import time
 import tomllib
+import zipfile
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -45,6 +46,7 @@ from reliability_harness import (
     CliOutcome,
     accepted,
     run_cli,
+    run_cli_subprocess,
     shared_data,
 )
 
@@ -728,6 +730,40 @@ def _mutate_npz(path: Path, r: Fair, marker: Path) -> None:
     path.write_bytes(buf.getvalue())
 
 
+def _mutate_run_file(path: Path, op: str, r: Fair, tmp: Path, marker: Path) -> None:
+    """Delete or damage one file (or the newest checkpoint) of a run folder."""
+    if op == "delete":
+        shutil.rmtree(path) if path.is_dir() else path.unlink()
+    elif path.is_dir():
+        for ckpt in sorted(path.iterdir())[-1:]:
+            ckpt.write_bytes(mutate_bytes(ckpt.read_bytes(), r))
+    elif op == "bytes":
+        path.write_bytes(mutate_bytes(path.read_bytes(), r))
+    elif path.suffix == ".npz":
+        _mutate_npz(path, r, marker)
+    elif path.suffix == ".npy":
+        a = np.load(path, allow_pickle=False).copy()
+        a[r.randint(0, max(a.size - 1, 0)) if a.size else ...] = np.nan
+        np.save(path, a)
+    elif path.suffix == ".toml":
+        text = path.read_text()
+        if r.coin():
+            bad = r.choice(["../../etc/passwd", "/nonexistent/p.star", "",
+                                        str(tmp / "ünï.star")])  # fmt: skip
+            key = r.choice(["particles", "structure"])
+            text = "\n".join(f'{key} = "{bad}"' if ln.startswith(f"{key} =") else ln
+                             for ln in text.splitlines())  # fmt: skip
+            path.write_text(text)
+        else:
+            path.write_bytes(mutate_toml(text, r))
+    elif path.suffix == ".star":
+        path.write_bytes(mutate_star(path.read_text(), r))
+    elif path.suffix == ".pdb":
+        path.write_bytes(mutate_pdb(path.read_text(), r))
+    else:
+        path.write_bytes(mutate_bytes(path.read_bytes(), r))
+
+
 def case_run(r: Fair, ws: Workspace, tmp: Path) -> tuple[list, callable]:
     command = r.choice(["landscape", "kinetics", "report", "diagnose", "diagnose",
                                     "report", "kinetics", "calibrate"])  # fmt: skip
@@ -746,36 +782,12 @@ def case_run(r: Fair, ws: Workspace, tmp: Path) -> tuple[list, callable]:
         if not path.exists():
             continue
         op = r.choice(["delete", "bytes", "content", "content", "content"])
-        if op == "delete":
-            shutil.rmtree(path) if path.is_dir() else path.unlink()
-        elif path.is_dir():
-            for ckpt in sorted(path.iterdir())[-1:]:
-                ckpt.write_bytes(mutate_bytes(ckpt.read_bytes(), r))
-        elif op == "bytes":
-            path.write_bytes(mutate_bytes(path.read_bytes(), r))
-        elif path.suffix == ".npz":
-            _mutate_npz(path, r, marker)
-        elif path.suffix == ".npy":
-            a = np.load(path, allow_pickle=False).copy()
-            a[r.randint(0, max(a.size - 1, 0)) if a.size else ...] = np.nan
-            np.save(path, a)
-        elif path.suffix == ".toml":
-            text = path.read_text()
-            if r.coin():
-                bad = r.choice(["../../etc/passwd", "/nonexistent/p.star", "",
-                                            str(tmp / "ünï.star")])  # fmt: skip
-                key = r.choice(["particles", "structure"])
-                text = "\n".join(f'{key} = "{bad}"' if ln.startswith(f"{key} =") else ln
-                                 for ln in text.splitlines())  # fmt: skip
-                path.write_text(text)
-            else:
-                path.write_bytes(mutate_toml(text, r))
-        elif path.suffix == ".star":
-            path.write_bytes(mutate_star(path.read_text(), r))
-        elif path.suffix == ".pdb":
-            path.write_bytes(mutate_pdb(path.read_text(), r))
-        else:
-            path.write_bytes(mutate_bytes(path.read_bytes(), r))
+        try:
+            _mutate_run_file(path, op, r, tmp, marker)
+        except (ValueError, OSError, EOFError, UnicodeDecodeError, zipfile.BadZipFile):
+            # damaged by an earlier mutation of this case: damage it further as bytes
+            if path.is_file():
+                path.write_bytes(mutate_bytes(path.read_bytes(), r))
     target = run
     shape = r.randint(0, 11)
     if shape == 0:
@@ -808,25 +820,39 @@ def _alarm(signum, frame):
     raise CaseTimeout(f"case ran longer than {CASE_TIMEOUT_S} s")
 
 
-def run_case(family: str, r: Fair, ws: Workspace, tmp: Path, *, strict: bool = True) -> str:
+def run_case(
+    family: str,
+    r: Fair,
+    ws: Workspace,
+    tmp: Path,
+    *,
+    strict: bool = True,
+    subprocess_env: dict | None = None,
+) -> str:
     """Build, run and judge one case; returns its outcome class.
 
     With ``strict`` a contract violation raises ``AssertionError`` (for pytest/hypothesis);
     otherwise it is returned as its class (``traceback``, ``bad_stderr``, ``wrong_result``,
-    ``hostile_pickle_ran``, ``exit_<code>``) for the benchmark to count.
+    ``hostile_pickle_ran``, ``exit_<code>``) for the benchmark to count. With
+    ``subprocess_env`` the command runs as a fresh ``atomicspi`` process (what a shell does:
+    C-level output and interpreter start-up included) instead of in-process.
     """
     if tmp.exists():
         shutil.rmtree(tmp)
     tmp.mkdir(parents=True)
     args, check = CASES[family](r, ws, tmp)
     started = time.perf_counter()
-    previous = signal.signal(signal.SIGALRM, _alarm)
-    signal.alarm(CASE_TIMEOUT_S)
-    try:
-        outcome = run_cli(args)
-    finally:
-        signal.alarm(0)
-        signal.signal(signal.SIGALRM, previous)
+    if subprocess_env is not None:
+        family = f"{family} (subprocess)"
+        outcome = run_cli_subprocess(args, env=subprocess_env, timeout=CASE_TIMEOUT_S)
+    else:
+        previous = signal.signal(signal.SIGALRM, _alarm)
+        signal.alarm(CASE_TIMEOUT_S)
+        try:
+            outcome = run_cli(args)
+        finally:
+            signal.alarm(0)
+            signal.signal(signal.SIGALRM, previous)
     kind, detail = outcome.kind, ""
     if kind == "ok":
         try:

@@ -41,18 +41,3 @@ def test_diagnose_with_an_empty_elbo_file_is_one_line(tmp_path):
              particle_index=np.arange(30))  # fmt: skip
     (tmp_path / "elbo.npy").write_bytes(b"")
     _one_line(run_cli(["diagnose", tmp_path, "--no-ppc", "--no-fsc"]))
-
-
-@pytest.mark.slow
-@pytest.mark.xfail(
-    strict=True,
-    reason="diagnostics/ppc.py _defocus_groups: t_obs has n_draws entries instead of one per "
-    "particle (IndexError) on a 1-D fixed-pose fit; `atomicspi diagnose` with PPC crashes",
-)
-def test_diagnose_with_ppc_on_a_fresh_fit(workspace, tmp_path):
-    import shutil
-
-    run = tmp_path / "run"
-    shutil.copytree(workspace.run, run)
-    outcome = run_cli(["diagnose", run, "--ppc-n", 8, "--ppc-draws", 2, "--no-fsc"])
-    assert outcome.kind == "ok", outcome.describe()

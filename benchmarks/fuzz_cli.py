@@ -1,0 +1,111 @@
+"""Fuzz the whole `atomicspi` command line with >= 1000 generated cases; print outcome counts.
+
+The cases are the CI fuzz's (tests/reliability/reliability_fuzz.py): mutated copies of the
+third-party files in ../shared/data and of a tiny dataset and finished run made by
+`atomicspi simulate` / `atomicspi fit` (truncation, bit flips, MRC header lies, wrong modes,
+huge dimensions, NaN/inf/constant images, wrong-length stacks, STAR columns dropped or
+renamed, NaN/inf/negative values, `..`/absolute/unicode image paths, empty files, broken
+TOML, broken run folders, hostile pickles) and bad options, driving inspect, simulate, fit,
+landscape, kinetics, report, diagnose and calibrate. Every case must end in exit 2 with one
+`error:` line (or typer's usage message for an unparsable option) or in exit 0 with a
+checked result.
+
+    python benchmarks/fuzz_cli.py [--cases 1000] [--workdir DIR] [--seed 0]
+
+Prints one JSON object per family and a final one with the totals (STYLE §9); the exit code
+is 1 when any case violated the contract (their command lines are in "violations").
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent / "tests" / "reliability"))
+
+# share of the cases per family; a few of inspect/simulate run as fresh processes
+MIX = {"inspect": 0.45, "simulate": 0.2, "fit": 0.12, "run": 0.2, "subprocess": 0.03}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--cases", type=int, default=1000)
+    parser.add_argument("--workdir", type=Path, default=None)
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args()
+
+    import jax
+    from hypothesis import HealthCheck, given, seed, settings
+    from hypothesis import strategies as st
+
+    work = args.workdir or Path(tempfile.mkdtemp(prefix="atomicspi-fuzz-"))
+    work.mkdir(parents=True, exist_ok=True)
+    cache = work / "jax-cache"
+    jax.config.update("jax_compilation_cache_dir", str(cache))
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+    jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
+
+    from reliability_fuzz import build_workspace, fair, run_case
+    from reliability_harness import accepted, subprocess_env
+
+    t0 = time.perf_counter()
+    ws = build_workspace(work / "workspace")
+    setup_s = time.perf_counter() - t0
+    env = subprocess_env(cache)
+    violations: list[str] = []
+
+    for i, (family, share) in enumerate(MIX.items()):
+        n = max(1, round(args.cases * share))
+        started = time.perf_counter()
+
+        @seed(args.seed * 1000 + i)
+        @settings(max_examples=n, deadline=None, database=None,
+                  suppress_health_check=list(HealthCheck))  # fmt: skip
+        @given(data=st.data())
+        def one(data, family=family):
+            r = fair(data.draw)
+            real = r.choice(["inspect", "simulate"]) if family == "subprocess" else family
+            try:
+                kind = run_case(real, r, ws, work / "case", strict=False,
+                                subprocess_env=env if family == "subprocess" else None)  # fmt: skip
+            except Exception as exc:  # a harness failure must not stop the count
+                kind = "harness_error"
+                violations.append(f"{real}: harness error {type(exc).__name__}: {exc}")
+            if not accepted(kind) and kind != "harness_error":
+                violations.append(f"{real}: {kind}")
+
+        before = sum(ws.outcomes.values())
+        one()
+        ran = sum(ws.outcomes.values()) - before
+        if family == "subprocess":
+            counts = {k: dict(v) for k, v in ws.by_family.items() if "(subprocess)" in k}
+        else:
+            counts = dict(ws.by_family.get(family, {}))
+        seconds = round(time.perf_counter() - started, 1)
+        line = {"name": "fuzz_cli", "family": family, "cases": ran, "outcomes": counts}
+        print(json.dumps({**line, "seconds": seconds}), flush=True)
+
+    total = sum(ws.outcomes.values())
+    print(json.dumps({
+        "name": "fuzz_cli",
+        "cases": total,
+        "outcomes": dict(ws.outcomes),
+        "violations": len(violations),
+        "known_defects": {k: v for k, v in ws.outcomes.items() if k.startswith("known:")},
+        "violation_cases": violations[:20],
+        "setup_s": round(setup_s, 1),
+        "fuzz_s": round(sum(ws.seconds.values()), 1),
+        "workdir": str(work),
+        "cpu_count": os.cpu_count(),
+    }), flush=True)  # fmt: skip
+    sys.exit(1 if violations else 0)
+
+
+if __name__ == "__main__":
+    main()
