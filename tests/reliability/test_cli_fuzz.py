@@ -19,7 +19,7 @@ from reliability_harness import accepted, subprocess_env
 
 SCALE = float(os.environ.get("ATOMICSPI_CLI_FUZZ_SCALE", "1"))
 # in-process cases per family (inspect is cheap; fit and run-folder cases compile models)
-CASES = {"inspect": 160, "simulate": 50, "fit": 30, "run": 60}
+CASES = {"inspect": 160, "simulate": 50, "fit": 16, "run": 50}
 SUBPROCESS_CASES = 6  # the same families as fresh processes (inspect, simulate)
 
 
