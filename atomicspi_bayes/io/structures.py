@@ -571,6 +571,8 @@ def load_trajectory(
     else:
         top = _md_topology(top_p)
         traj = _md_load(tp, top=top, stride=int(stride))
+        if traj.n_frames == 0:  # before frame 0 is read below
+            raise InputFormatError(f"{tp}: trajectory has no frames")
         top = traj.topology
         residue_index, residue_names, residue_ids, chain_index, chain_ids = _residues_and_chains(
             top

@@ -237,7 +237,12 @@ def _draw_truth(key, n_frames, weights, cfg):
 
 
 def _check_box(points: np.ndarray, cfg: CryoEMDatasetConfig) -> None:
-    radius = float(np.sqrt(np.max(np.sum(np.asarray(points) ** 2, axis=-1))))
+    radius = float(np.sqrt(np.max(np.sum(np.asarray(points, dtype=np.float64) ** 2, axis=-1))))
+    if not np.isfinite(radius):  # e.g. 1e38 Å coordinates overflow when the frames are aligned
+        raise InputFormatError(
+            f"atom coordinates reach {radius} Å from the centre after alignment; check the "
+            "structure/trajectory for absurd coordinates"
+        )
     half = 0.5 * cfg.box * cfg.pixel_size
     need = radius + 3.0 * cfg.shift_sd
     if need > half:

@@ -75,6 +75,33 @@ def test_xray_detector_of_zero_pixels_is_one_line(tmp_path):
                       "--box", 0, "--n", 1]), "n_pixels=0")  # fmt: skip
 
 
+def test_trajectory_without_readable_frames_is_one_line(tmp_path):
+    """67 bytes inserted after the DCD header misalign every frame: mdtraj reads 0 frames."""
+    from MDAnalysisTests.datafiles import DCD, PSF
+
+    raw = Path(DCD).read_bytes()
+    bad = tmp_path / "shifted.dcd"
+    bad.write_bytes(raw[:4096] + bytes(67) + raw[4096:])
+    outcome = run_cli(["simulate", PSF, "--trajectory", bad, "--out", tmp_path / "o", "--n", 2,
+                       "--box", 64, "--pixel-size", 2])  # fmt: skip
+    _refused(outcome, str(bad), "no frames")
+
+
+def test_trajectory_with_absurd_coordinates_is_one_line(tmp_path):
+    """A coordinate of 3e37 nm (finite in float32, 3e38 Å) used to overflow to inf when the
+    frames were aligned (OverflowError in the box check)."""
+    import mdtraj as md
+    from MDAnalysisTests.datafiles import DCD, PSF
+
+    traj = md.load(DCD, top=PSF)[:3]
+    traj.xyz[1, 5, 0] = 3e37
+    bad = tmp_path / "huge.dcd"
+    traj.save_dcd(str(bad))
+    outcome = run_cli(["simulate", PSF, "--trajectory", bad, "--out", tmp_path / "o", "--n", 2,
+                       "--box", 64, "--pixel-size", 2])  # fmt: skip
+    _refused(outcome, "Å from")
+
+
 def _star_with(tmp_path: Path, old: str, new: str, count: int = 1) -> Path:
     text = (CRYODRGN / "relion31.v2.star").read_text()
     assert old in text
