@@ -33,6 +33,26 @@ sys.path.insert(0, str(HERE.parent / "tests" / "reliability"))
 MIX = {"inspect": 0.45, "simulate": 0.2, "fit": 0.12, "run": 0.2, "subprocess": 0.03}
 
 
+def _case_runner(family: str, ws, work: Path, env: dict, violations: list[str]):
+    """The body of one generated case of ``family`` (``subprocess``: a fresh process)."""
+    from reliability_fuzz import SUBPROCESS_FAMILIES, fair, run_case
+    from reliability_harness import accepted
+
+    def one(data) -> None:
+        r = fair(data.draw)
+        real = r.choice(SUBPROCESS_FAMILIES) if family == "subprocess" else family
+        try:
+            kind = run_case(real, r, ws, work / "case", strict=False,
+                            subprocess_env=env if family == "subprocess" else None)  # fmt: skip
+        except Exception as exc:  # a harness failure must not stop the count
+            violations.append(f"{real}: harness error {type(exc).__name__}: {exc}")
+            return
+        if not accepted(kind):
+            violations.append(f"{real}: {kind}")
+
+    return one
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--cases", type=int, default=1000)
@@ -51,8 +71,8 @@ def main() -> None:
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
     jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
 
-    from reliability_fuzz import build_workspace, fair, run_case
-    from reliability_harness import accepted, subprocess_env
+    from reliability_fuzz import build_workspace
+    from reliability_harness import subprocess_env
 
     t0 = time.perf_counter()
     ws = build_workspace(work / "workspace")
@@ -64,21 +84,11 @@ def main() -> None:
         n = max(1, round(args.cases * share))
         started = time.perf_counter()
 
-        @seed(args.seed * 1000 + i)
-        @settings(max_examples=n, deadline=None, database=None,
-                  suppress_health_check=list(HealthCheck))  # fmt: skip
-        @given(data=st.data())
-        def one(data, family=family):
-            r = fair(data.draw)
-            real = r.choice(["inspect", "simulate"]) if family == "subprocess" else family
-            try:
-                kind = run_case(real, r, ws, work / "case", strict=False,
-                                subprocess_env=env if family == "subprocess" else None)  # fmt: skip
-            except Exception as exc:  # a harness failure must not stop the count
-                kind = "harness_error"
-                violations.append(f"{real}: harness error {type(exc).__name__}: {exc}")
-            if not accepted(kind) and kind != "harness_error":
-                violations.append(f"{real}: {kind}")
+        body = given(data=st.data())(_case_runner(family, ws, work, env, violations))
+        limits = settings(
+            max_examples=n, deadline=None, database=None, suppress_health_check=list(HealthCheck)
+        )
+        one = seed(args.seed * 1000 + i)(limits(body))
 
         before = sum(ws.outcomes.values())
         one()

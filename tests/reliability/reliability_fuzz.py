@@ -810,7 +810,27 @@ def case_run(r: Fair, ws: Workspace, tmp: Path) -> tuple[list, callable]:
     return args, lambda outcome: _check_run_command(command, run)
 
 
-CASES = {"inspect": case_inspect, "simulate": case_simulate, "fit": case_fit, "run": case_run}
+def case_trajectory(r: Fair, ws: Workspace, tmp: Path) -> tuple[list, callable]:
+    """`simulate PSF --trajectory DCD` with a damaged DCD (AdK, 98 frames). mdtraj reads DCD
+    in C, so run these as subprocesses: a crash there must not take the test process down."""
+    from MDAnalysisTests.datafiles import DCD, PSF
+
+    raw = Path(DCD).read_bytes()
+    if r.coin(0.7):  # the header and the first frame are where lies matter
+        data = mutate_bytes(raw[:4096], r) + raw[4096:]
+    else:
+        data = mutate_bytes(raw, r)
+    traj = tmp / "t.dcd"
+    traj.write_bytes(data)
+    out = tmp / "out"
+    args = ["simulate", PSF, "--trajectory", traj, "--out", out, "--n", 2, "--box", 64,
+            "--pixel-size", 2]  # fmt: skip
+    return args, lambda outcome: _check_simulate(out, 2, 64, "cryoem")
+
+
+CASES = {"inspect": case_inspect, "simulate": case_simulate, "fit": case_fit, "run": case_run,
+         "trajectory": case_trajectory}  # fmt: skip
+SUBPROCESS_FAMILIES = ("inspect", "simulate", "trajectory")
 
 
 # ---------------------------------------------------------------- running one case

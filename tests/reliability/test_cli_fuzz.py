@@ -14,13 +14,13 @@ import os
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from reliability_fuzz import FAMILIES, fair, run_case
+from reliability_fuzz import FAMILIES, SUBPROCESS_FAMILIES, fair, run_case
 from reliability_harness import accepted, subprocess_env
 
 SCALE = float(os.environ.get("ATOMICSPI_CLI_FUZZ_SCALE", "1"))
 # in-process cases per family (inspect is cheap; fit and run-folder cases compile models)
 CASES = {"inspect": 160, "simulate": 50, "fit": 16, "run": 50}
-SUBPROCESS_CASES = 6  # the same families as fresh processes (inspect, simulate)
+SUBPROCESS_CASES = 6  # fresh processes: inspect, simulate, damaged DCD trajectories
 
 
 def _fuzz(family: str, n: int):
@@ -57,7 +57,7 @@ test_fuzz_run_folders = _fuzz("run", CASES["run"])
 @given(data=st.data())
 def test_fuzz_as_subprocesses(workspace, jax_cache_dir, data):
     r = fair(data.draw)
-    family = r.choice(["inspect", "simulate"])
+    family = r.choice(SUBPROCESS_FAMILIES)
     run_case(family, r, workspace, workspace.root / "cases" / "subprocess",
              subprocess_env=subprocess_env(jax_cache_dir))  # fmt: skip
 
