@@ -3,12 +3,13 @@
 The story, for particles i = 1..N of optics groups g(i):
 
     globals   θ       decoder z -> mode amplitudes (point estimate, ``"decoder$params"``)
-              σ_g     noise sd per pixel of optics group g (``"noise_sigma"``, Å-free units)
+              σ_g     noise sd per pixel of optics group g (``"noise_sigma"``, image units)
               c_g     image scale of optics group g (``"image_scale"``)
               π, μ, s mixture prior of z (``"z_mixture_*"``; only with ``z_prior="mixture"``)
     locals    z_i ~ N(0, I_D)  (or the mixture)                              ``"z"``
               a_i = decoder_θ(z_i)                        (K,) Å of RMSD per mode
-              X_i = X0 + Σ_k a_ik s_k                     (R, 3) Å, s_k = sqrt(R)·u_k
+              X_i = X0 + Σ_k a_ik s_k                     (R, 3) Å Cα nodes, s_k = sqrt(R)·u_k
+                    (the rendered beads or atoms move rigidly with their residue's node)
               A_i, o_i = STAR pose                        (poses="fixed")
                 or A_i ~ Uniform(SO(3)), o_i ~ N(0, s_o² I₂)   ``"rotation"``, ``"shift"``
               factor  log p_phys(X_i, a_i)                 ``"physics_prior"``

@@ -229,6 +229,7 @@ def test_grid_posterior_recovers_the_amplitude_of_noise_free_particles():
     np.testing.assert_allclose(mean, true_z, atol=0.1)
 
 
+@pytest.mark.slow
 def test_svi_on_the_tiny_model_raises_the_elbo():
     from numpyro.infer import SVI, Trace_ELBO
     from numpyro.infer.autoguide import AutoNormal

@@ -8,7 +8,9 @@ Public API::
     build_problem(particles_path, structure_path, cfg, *, topology=None) -> FitProblem
     encode_all(problem, params) -> {"z_mean", "z_sd", ...}
     grid_posterior(problem, params, positions, z_grid) -> (n, G) weights   (D = 1, fixed poses)
-    nuts_posterior(problem, params, positions, key, *, num_warmup, num_samples) -> (S, n, D)
+    nuts_posterior(problem, params, positions, key, *, num_warmup=300, num_samples=300,
+                   init_z=None) -> (S, n, D)    (chain starts at the encoder means)
+    pretrain_poses(problem) -> FitProblem  (sleep-phase pose-head pre-training, amortized)
 """
 
 from atomicspi_bayes.pipeline.fit import (
@@ -21,6 +23,7 @@ from atomicspi_bayes.pipeline.fit import (
     format_fit_config,
     grid_posterior,
     nuts_posterior,
+    pretrain_poses,
     read_fit_config,
     write_fit_config,
 )
@@ -35,6 +38,7 @@ __all__ = [
     "format_fit_config",
     "grid_posterior",
     "nuts_posterior",
+    "pretrain_poses",
     "read_fit_config",
     "write_fit_config",
 ]

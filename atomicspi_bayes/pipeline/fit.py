@@ -48,6 +48,7 @@ __all__ = [
     "format_fit_config",
     "grid_posterior",
     "nuts_posterior",
+    "pretrain_poses",
     "read_fit_config",
     "write_fit_config",
 ]
@@ -553,16 +554,30 @@ def build_problem(
         hidden=cfg.encoder_hidden, image_size=min(cfg.encoder_image_size, box),
         pose_heads=cfg.pose_heads,
     )  # fmt: skip
-    if cfg.poses == "amortized" and cfg.pose_pretrain_steps > 0:
-        from atomicspi_bayes.guides import pretrain_pose_encoder
-        from atomicspi_bayes.physics.ctf import CTFParams
-
-        guide, losses = pretrain_pose_encoder(
-            jax.random.fold_in(k_encoder, 1), guide, CTFParams.from_metadata(dataset.metadata),
-            steps=cfg.pose_pretrain_steps, batch_size=64, learning_rate=2e-3,
-        )  # fmt: skip
-        logger.info("pose heads pre-trained: loss %.3g -> %.3g", losses[0], losses[-1])
     return dataclasses.replace(problem, static=static, guide=guide)
+
+
+def pretrain_poses(problem: FitProblem) -> FitProblem:
+    """The problem with its pose heads pre-trained on simulated reference particles.
+
+    Sleep phase before SVI (``guides.pretrain_pose_encoder``), ``cfg.pose_pretrain_steps``
+    steps, CTFs drawn from the dataset; a no-op for fixed poses or 0 steps.
+    """
+    from atomicspi_bayes.guides import pretrain_pose_encoder
+    from atomicspi_bayes.physics.ctf import CTFParams
+
+    cfg = problem.cfg
+    if cfg.poses != "amortized" or cfg.pose_pretrain_steps == 0:
+        return problem
+    key = jax.random.fold_in(jax.random.PRNGKey(cfg.seed), 2)
+    guide, losses = pretrain_pose_encoder(
+        key, problem.guide, CTFParams.from_metadata(problem.dataset.metadata),
+        steps=cfg.pose_pretrain_steps, batch_size=64, learning_rate=2e-3,
+    )  # fmt: skip
+    logger.info(
+        "pose heads pre-trained: loss %.3g -> %.3g", losses[:50].mean(), losses[-50:].mean()
+    )
+    return dataclasses.replace(problem, guide=guide)
 
 
 # ---------------------------------------------------------------- after training
@@ -809,6 +824,8 @@ def fit(
     fingerprint = config_fingerprint({"fit": numeric, **run_facts})
     key = jax.random.PRNGKey(cfg.seed)
     k_svi, k_draws, k_nuts = jax.random.split(jax.random.fold_in(key, 1), 3)
+    if not (cfg.resume and list((out_dir / "checkpoints").glob("ckpt_*.npz"))):
+        problem = pretrain_poses(problem)  # a resumed run takes its encoder from the checkpoint
     result = run_svi(
         k_svi, problem.model, problem.guide, problem.batch_fn, svi_cfg,
         checkpoint_dir=out_dir / "checkpoints", resume=cfg.resume, overwrite=cfg.force,

@@ -99,19 +99,19 @@ def _n_modes(weights: np.ndarray, floor: float = 1e-3) -> np.ndarray:
 
 def test_grid_and_nuts_posteriors_agree_with_the_encoder(run):
     problem, params = run.problem, run.params
-    subset = np.arange(8)
+    subset = np.arange(6)
     z_grid = np.linspace(-4.0, 4.0, 161)
     w = grid_posterior(problem, params, subset, z_grid)
     grid_mean = w @ z_grid
     grid_sd = np.sqrt(w @ z_grid**2 - grid_mean**2)
     draws = nuts_posterior(
-        problem, params, subset, jax.random.PRNGKey(0), num_warmup=150, num_samples=150
+        problem, params, subset, jax.random.PRNGKey(0), num_warmup=100, num_samples=100
     )
     nuts_mean = draws[..., 0].mean(axis=0)
     # NUTS (one chain) and the exact grid posterior agree where the posterior has one mode
     # (a chain started in a minor mode of a bimodal posterior does not cross to the main one)
     unimodal = _n_modes(w) == 1
-    assert unimodal.sum() >= 4
+    assert unimodal.sum() >= 3
     np.testing.assert_allclose(
         nuts_mean[unimodal], grid_mean[unimodal], atol=0.5 * grid_sd[unimodal].max() + 0.05
     )
@@ -170,18 +170,17 @@ def test_cli_refuses_a_structure_larger_than_the_box(dataset, tmp_path):
     assert out.returncode == 2 and "box" in out.stderr and "Traceback" not in out.stderr
 
 
-def test_cli_fit_skips_nan_images_and_reports_them(dataset, tmp_path):
+def test_fit_skips_nan_and_constant_images_and_reports_them(dataset, tmp_path, caplog):
     import mrcfile
 
     star = _copy_subset(dataset, tmp_path / "d", 64)
     with mrcfile.mmap(tmp_path / "d" / "particles.mrcs", mode="r+") as mrc:
         mrc.data[3] = np.nan
         mrc.data[5] = 0.0
-    out = _cli("fit", str(star), "--structure", str(dataset / "ref.pdb"), "--out",
-               str(tmp_path / "run"), "--epochs", "1", "--batch-size", "16", "--quiet",
-               "--n-modes", "8")  # fmt: skip
-    assert out.returncode == 0, out.stderr
-    assert "2 particles" in out.stderr
+    cfg = FitConfig(epochs=1, batch_size=16, n_modes=8, n_draws=4)
+    result = fit(star, dataset / "ref.pdb", tmp_path / "run", cfg)
+    assert result.n_excluded == 2
+    assert "excluded 2 of 64" in caplog.text
     lat = np.load(tmp_path / "run" / "latents.npz")
     assert lat["z_mean"].shape == (62, 1)
     assert 3 not in lat["particle_index"] and 5 not in lat["particle_index"]
@@ -196,8 +195,8 @@ def test_cli_fit_interrupted_and_resumed_equals_an_uninterrupted_run(dataset, tm
               "--batch-size", "16", "--n-modes", "8", "--quiet", "--config",
               str(tmp_path / "c.toml")]  # fmt: skip
     (tmp_path / "c.toml").write_text("checkpoint_every = 3\nn_draws = 5\n")
-    full = _cli(*common, "--out", str(tmp_path / "full"))
-    assert full.returncode == 0, full.stderr
+    cfg = FitConfig(epochs=20, batch_size=16, n_modes=8, checkpoint_every=3, n_draws=5)
+    fit(star, dataset / "ref.pdb", tmp_path / "full", cfg)  # uninterrupted, in process
 
     proc = subprocess.Popen(
         [sys.executable, "-m", "atomicspi_bayes.cli", *common, "--out", str(tmp_path / "cut")],

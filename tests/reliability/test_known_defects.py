@@ -41,3 +41,40 @@ def test_diagnose_with_an_empty_elbo_file_is_one_line(tmp_path):
              particle_index=np.arange(30))  # fmt: skip
     (tmp_path / "elbo.npy").write_bytes(b"")
     _one_line(run_cli(["diagnose", tmp_path, "--no-ppc", "--no-fsc"]))
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="pipeline/fit.py _prepare_run_dir: --force deletes the previous run's outputs "
+    "before the new inputs are read; a refused `fit --force` leaves neither result",
+)
+def test_refused_fit_with_force_keeps_the_previous_run(tmp_path):
+    run = tmp_path / "run"
+    run.mkdir()
+    np.savez(run / "latents.npz", z_mean=np.zeros((3, 1)))
+    (run / "config.toml").write_text("[fit]\n")
+    outcome = run_cli(["fit", tmp_path / "missing.star", "--structure", PDB, "--out", run,
+                       "--force"])  # fmt: skip
+    assert outcome.kind == "refused", outcome.describe()
+    assert (run / "latents.npz").exists() and (run / "config.toml").exists()
+
+
+@pytest.mark.slow
+@pytest.mark.xfail(
+    strict=True,
+    reason="pipeline/fit.py fit: config.toml is rewritten before run_svi refuses an unfinished "
+    "run's checkpoints (no --resume/--force); the earlier run's recipe is lost",
+)
+def test_refused_rerun_into_an_unfinished_run_keeps_its_config(tmp_path, workspace):
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(workspace.run, run)
+    for name in ("latents.npz", "posterior.nc", "particles.star", "ensemble.pdb", "elbo.npy"):
+        (run / name).unlink()  # checkpoints and config.toml of an unfinished run remain
+    before = (run / "config.toml").read_bytes()
+    outcome = run_cli(["fit", workspace.dataset / "particles.star", "--structure",
+                       workspace.structure, "--out", run, "--config", workspace.config,
+                       "--epochs", 2, "--batch-size", 5, "--quiet"])  # fmt: skip
+    assert outcome.kind == "refused" and "--resume" in outcome.err, outcome.describe()
+    assert (run / "config.toml").read_bytes() == before
