@@ -1,4 +1,4 @@
-"""ParticleDataset: lazy, memory-mapped particle images with deterministic minibatches.
+"""ParticleDataset: lazy, streamed particle images with deterministic minibatches.
 
 Images stay on disk; ``images(indices)`` reads only the requested ones. Minibatch order is a
 pure function of ``(seed, epoch)`` (a NumPy Generator seeded with both; no global RNG), so
@@ -52,14 +52,14 @@ class ParticleDataset:
 
     Construction reads only MRC headers: it checks every stack exists, is an image stack
     of the metadata's box size, and holds every referenced slice (``InputFormatError``
-    naming the file otherwise). At most ``max_open_stacks`` stacks stay mapped at once
-    (least recently used are unmapped), so datasets of thousands of stacks do not exhaust
+    naming the file otherwise). At most ``max_open_stacks`` stacks stay open at once
+    (least recently used are closed), so datasets of thousands of stacks do not exhaust
     file descriptors.
 
     Args:
         metadata: particles, e.g. from ``read_particles``.
         subset: optional ``(M,)`` rows of ``metadata`` to use (any order, unique).
-        max_open_stacks: bound on simultaneously mapped stacks.
+        max_open_stacks: bound on simultaneously open stacks.
     """
 
     def __init__(
@@ -175,7 +175,9 @@ class ParticleDataset:
     def images(self, indices) -> np.ndarray:
         """``(B, L, L)`` float32 images at dataset positions ``indices`` (in that order).
 
-        Reads only these images from disk (grouped per stack, sorted for locality).
+        Reads only these images from disk, grouped per stack, with ``os.preadv`` into a
+        fresh buffer (:meth:`ImageStack.read`): no page of a stack stays mapped, so resident
+        memory does not grow with the stack size however many images an epoch touches.
         """
         idx = np.asarray(indices, dtype=np.int64).reshape(-1)
         if idx.size and (idx.min() < 0 or idx.max() >= len(self)):
@@ -187,13 +189,11 @@ class ParticleDataset:
         slices = self.metadata.image_indices[idx]
         for k in np.unique(stacks):
             where = np.flatnonzero(stacks == k)
-            order = np.argsort(slices[where], kind="stable")
-            stack = self._stack(int(k))
-            out[where[order]] = stack[slices[where][order]]
+            out[where] = self._stack(int(k)).read(slices[where])
         return out
 
     def close(self) -> None:
-        """Unmap every open stack (they re-open lazily on the next access)."""
+        """Close every open stack (they re-open lazily on the next access)."""
         while self._open:
             _, stack = self._open.popitem()
             stack.close()
@@ -241,6 +241,9 @@ class ParticleDataset:
 
     def find_bad_images(self, chunk_size: int = 1024) -> BadImages:
         """Scan all images (streaming, ``chunk_size`` at a time) for NaN/inf and constants.
+
+        Each chunk is read into a fresh buffer (:meth:`images`) and dropped: the scan's
+        memory is one chunk, not the stack.
 
         Returns:
             :class:`BadImages` with sorted positions; exclude them with :meth:`without`.

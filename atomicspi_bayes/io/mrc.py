@@ -217,6 +217,7 @@ class ImageStack:
         h = self.header
         self.shape = (h.nz, h.ny, h.nx)
         self._raw: np.memmap | None = None
+        self._fd: int | None = None
 
     @property
     def raw(self) -> np.memmap:
@@ -251,12 +252,63 @@ class ImageStack:
     def __getitem__(self, key) -> np.ndarray:
         return np.asarray(self.raw[key], dtype=np.float32)
 
+    def read(self, indices) -> np.ndarray:
+        """``(B, L, L)`` float32 copies of images ``indices`` (any order, repeats allowed).
+
+        Reads with ``os.preadv`` into a fresh buffer (one read per run of consecutive
+        images) instead of touching the memory map: nothing stays mapped, so streaming a
+        stack larger than RAM keeps the process's resident memory at the batch size (pages
+        touched through a map count in RSS until unmapped). Thread-safe (no file position).
+
+        Raises:
+            InputFormatError: an index outside ``[0, N)``, or the file became shorter than
+                its header says since it was opened.
+        """
+        idx = np.asarray(indices, dtype=np.int64).reshape(-1)
+        h = self.header
+        n = self.shape[0]
+        if idx.size and (idx.min() < 0 or idx.max() >= n):
+            raise InputFormatError(
+                f"{self.path}: image indices must be in [0, {n}), got {idx.min()}..{idx.max()}"
+            )
+        uniq, inverse = np.unique(idx, return_inverse=True)
+        raw = np.empty((uniq.size, h.ny, h.nx), dtype=h.dtype)
+        if uniq.size:
+            image_bytes = h.nx * h.ny * h.dtype.itemsize
+            flat = raw.reshape(-1).view(np.uint8)
+            breaks = np.flatnonzero(np.diff(uniq) != 1) + 1
+            starts = np.concatenate([[0], breaks])
+            stops = np.concatenate([breaks, [uniq.size]])
+            fd = self._file()
+            for a, b in zip(starts.tolist(), stops.tolist(), strict=True):
+                _pread_into(
+                    fd,
+                    memoryview(flat[a * image_bytes : b * image_bytes]),
+                    h.data_offset + int(uniq[a]) * image_bytes,
+                    self.path,
+                )
+        return raw.astype(np.float32, copy=False)[inverse.reshape(-1)]
+
+    def _file(self) -> int:
+        if self._fd is None:
+            try:
+                self._fd = os.open(self.path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+            except OSError as exc:
+                raise InputFormatError(
+                    f"{self.path}: cannot open ({one_line(exc.strerror or exc)})"
+                ) from exc
+        return self._fd
+
     def __array__(self, dtype=None, copy=None) -> np.ndarray:
         out = np.asarray(self.raw, dtype=np.float32)
         return out if dtype is None else out.astype(dtype)
 
     def close(self) -> None:
         """Unmap the file (the object can be indexed again: it re-maps lazily)."""
+        if self._fd is not None:
+            fd, self._fd = self._fd, None
+            with contextlib.suppress(OSError):
+                os.close(fd)
         if self._raw is not None:
             mm = getattr(self._raw, "_mmap", None)
             self._raw = None
@@ -272,6 +324,28 @@ class ImageStack:
 
     def __repr__(self) -> str:
         return f"ImageStack({self.path!r}, shape={self.shape}, pixel_size={self.pixel_size})"
+
+
+_PREAD_CHUNK = 1 << 26  # bytes per system call (Linux caps one read at ~2 GB)
+
+
+def _pread_into(fd: int, view: memoryview, offset: int, path: str) -> None:
+    """Fill ``view`` (bytes) from ``fd`` at ``offset``; short reads are retried."""
+    done, total = 0, len(view)
+    while done < total:
+        part = view[done : min(total, done + _PREAD_CHUNK)]
+        if hasattr(os, "preadv"):
+            got = os.preadv(fd, [part], offset + done)
+        else:  # pragma: no cover - platforms without preadv (macOS < 11)
+            data = os.pread(fd, len(part), offset + done)
+            part[: len(data)] = data
+            got = len(data)
+        if got == 0:
+            raise InputFormatError(
+                f"{path}: ended at byte {offset + done}, before the images its header "
+                "promises; the file was truncated after it was opened"
+            )
+        done += got
 
 
 def open_stack(path: str | os.PathLike) -> ImageStack:
