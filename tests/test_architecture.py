@@ -15,6 +15,7 @@ ALLOWED = {
     "model": {"errors", "physics", "structure"},
     "guides": {"errors", "model", "physics", "guides"},
     "inference": {"errors", "inference"},
+    "posterior": {"errors", "physics", "structure", "model", "guides"},
     "landscape": {"errors", "landscape"},
     "kinetics": {"errors", "kinetics"},
     "synthetic": {"errors", "io", "physics", "structure", "synthetic"},
@@ -26,6 +27,7 @@ ALLOWED = {
         "model",
         "guides",
         "inference",
+        "posterior",
         "diagnostics",
     },
     "report": {
