@@ -6,11 +6,15 @@ then one file). Layout of ``RUN/posterior.nc`` (ArviZ 0.2x ``InferenceData``):
 - ``posterior``: ``z`` (chain, draw, particle, latent_dim); with amortized poses also
   ``rotation`` (chain, draw, particle, row, col) and ``shift`` (chain, draw, particle, xy, Å).
 - ``sample_stats``: ``log_q`` (chain, draw, particle), log-density of each z draw under its
-  particle's q; ``elbo`` (chain, step), the ELBO estimate of every optimisation step.
+  particle's amortized q (the encoder's Normal); ``elbo`` (chain, step), the ELBO estimate
+  of every optimisation step.
 - ``constant_data``: ``particle_index`` (particle,), row of each particle in the input file;
-  ``z_mean``, ``z_sd`` (particle, latent_dim), the parameters of q(z | y).
+  ``z_mean``, ``z_sd`` (particle, latent_dim), mean and sd of the reported posterior; with a
+  refined posterior also ``z_mean_amortized``, ``z_sd_amortized`` (the encoder's q) and
+  ``ess`` (particle,) (importance ESS, or effective grid cells; see ``atomicspi_bayes.posterior``).
+- attrs: ``posterior_method`` (``"amortized"``, ``"grid"`` or ``"importance"``).
 
-One chain (SVI has none; the draws are independent draws from the variational posterior).
+One chain (the draws are independent draws from each particle's posterior).
 """
 
 from __future__ import annotations
@@ -33,16 +37,25 @@ def posterior_inference_data(
     *,
     rotation_draws: np.ndarray | None = None,
     shift_draws: np.ndarray | None = None,
+    z_mean_amortized: np.ndarray | None = None,
+    z_sd_amortized: np.ndarray | None = None,
+    ess: np.ndarray | None = None,
+    posterior_method: str = "amortized",
 ):
     """Build the ``InferenceData`` of a run (see the module docstring for the layout).
 
     Args:
-        z_draws: ``(S, N, D)`` draws from q(z | y) per particle.
-        z_mean, z_sd: ``(N, D)`` parameters of the diagonal Normal q(z | y).
+        z_draws: ``(S, N, D)`` posterior draws of z per particle (reported posterior).
+        z_mean, z_sd: ``(N, D)`` its means and sds (for the amortized posterior, the
+            parameters of the diagonal Normal q(z | y)).
         particle_index: ``(N,)`` row of each particle in the input particle file.
         elbo: ``(T,)`` ELBO per optimisation step.
         rotation_draws: optional ``(S, N, 3, 3)`` rotation draws (amortized poses).
         shift_draws: optional ``(S, N, 2)`` shift draws in Å (amortized poses).
+        z_mean_amortized, z_sd_amortized: ``(N, D)`` the encoder's q when the reported
+            posterior is a refined one (default: ``z_mean``, ``z_sd``).
+        ess: optional ``(N,)`` per-particle ESS of the refinement.
+        posterior_method: ``"amortized"``, ``"grid"`` or ``"importance"``.
     """
     import arviz as az
     import xarray as xr
@@ -65,9 +78,11 @@ def posterior_inference_data(
         post["rotation"] = (("chain", "draw", "particle", "row", "col"), rotation_draws[None])
     if shift_draws is not None:
         post["shift"] = (("chain", "draw", "particle", "xy"), shift_draws[None])
-    safe_sd = np.where(z_sd > 0, z_sd, np.nan)
+    q_mean = z_mean if z_mean_amortized is None else np.asarray(z_mean_amortized)
+    q_sd = z_sd if z_sd_amortized is None else np.asarray(z_sd_amortized)
+    safe_sd = np.where(q_sd > 0, q_sd, np.nan)
     log_q = np.sum(
-        -0.5 * ((z_draws - z_mean) / safe_sd) ** 2 - np.log(safe_sd) - 0.5 * np.log(2 * np.pi),
+        -0.5 * ((z_draws - q_mean) / safe_sd) ** 2 - np.log(safe_sd) - 0.5 * np.log(2 * np.pi),
         axis=-1,
     )
     stats = {
@@ -79,13 +94,20 @@ def posterior_inference_data(
         "z_mean": (("particle", "latent_dim"), np.asarray(z_mean)),
         "z_sd": (("particle", "latent_dim"), np.asarray(z_sd)),
     }
-    return az.InferenceData(
+    if z_mean_amortized is not None:
+        const["z_mean_amortized"] = (("particle", "latent_dim"), np.asarray(q_mean))
+        const["z_sd_amortized"] = (("particle", "latent_dim"), np.asarray(q_sd))
+    if ess is not None:
+        const["ess"] = (("particle",), np.asarray(ess, np.float64))
+    idata = az.InferenceData(
         posterior=xr.Dataset(post, coords=coords),
         sample_stats=xr.Dataset(
             stats, coords={k: coords[k] for k in ("chain", "draw", "particle")}
         ),
         constant_data=xr.Dataset(const, coords={k: coords[k] for k in ("particle", "latent_dim")}),
     )
+    idata.posterior.attrs["posterior_method"] = str(posterior_method)
+    return idata
 
 
 def write_posterior(path: str | os.PathLike, idata) -> None:
