@@ -107,7 +107,6 @@ def main() -> None:
         "cases": total,
         "outcomes": dict(ws.outcomes),
         "violations": len(violations),
-        "known_defects": {k: v for k, v in ws.outcomes.items() if k.startswith("known:")},
         "violation_cases": violations[:20],
         "setup_s": round(setup_s, 1),
         "fuzz_s": round(sum(ws.seconds.values()), 1),

@@ -91,6 +91,18 @@ def _load_npz(path: Path) -> dict[str, np.ndarray]:
         ) from None
 
 
+def _load_npy(path: Path) -> np.ndarray:
+    """A numeric ``.npy`` array as float64 (an empty/truncated/foreign file: one line)."""
+    import zipfile
+
+    try:
+        return np.asarray(np.load(path, allow_pickle=False), dtype=np.float64)
+    except (OSError, ValueError, TypeError, zipfile.BadZipFile, EOFError) as exc:
+        raise InputFormatError(
+            f"{path}: not a readable numeric .npy array ({exc}); re-run `atomicspi fit`"
+        ) from None
+
+
 def _draws_idata(draws: np.ndarray, split: bool):
     """``(C, S, n, D)`` draws -> InferenceData (chains split in halves when ``split``)."""
     import arviz as az
@@ -175,7 +187,7 @@ def summarize_run(run_dir: str | os.PathLike, *, n_example_particles: int = 8) -
                 notes.append(f"NUTS: max split R-hat {r_hat:.3f} > 1.01; sample longer")
     elbo_last = float("nan")
     if (run / "elbo.npy").is_file():
-        elbo = np.load(run / "elbo.npy", allow_pickle=False).astype(np.float64).ravel()
+        elbo = _load_npy(run / "elbo.npy").ravel()
         tail = elbo[-max(1, elbo.size // 10) :]
         tail = tail[np.isfinite(tail)]
         elbo_last = float(tail.mean()) if tail.size else float("nan")

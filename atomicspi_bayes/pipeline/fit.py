@@ -242,8 +242,8 @@ def read_fit_config(path: str | Path) -> FitConfig:
             data = tomllib.load(fh)
     except FileNotFoundError:
         raise InputFormatError(f"{path}: config file not found") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise InputFormatError(f"{path}: not valid TOML ({exc})") from None
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise InputFormatError(f"{path}: not valid UTF-8 TOML ({exc})") from None
     if "fit" in data:
         if not isinstance(data["fit"], dict):
             raise ConfigError(f"{path}: 'fit' must be a table")
@@ -729,6 +729,16 @@ def _prepare_run_dir(out_dir: Path, cfg: FitConfig) -> None:
         )
     if out_dir.exists() and not out_dir.is_dir():
         raise InputFormatError(f"{out_dir}: exists and is not a directory")
+    if not (cfg.force or cfg.resume) and list((out_dir / "checkpoints").glob("ckpt_*.npz")):
+        raise ConfigError(
+            f"{out_dir / 'checkpoints'} holds checkpoints of an earlier run; pass --resume to "
+            "continue it, or use a new --out or --force to start over"
+        )
+
+
+def _clear_run_dir(out_dir: Path, cfg: FitConfig) -> None:
+    """With --force (not --resume): remove the previous run's outputs, once the new inputs
+    have been read and checked (a refused ``fit --force`` keeps the previous result)."""
     if cfg.force and not cfg.resume:
         for name in _OUTPUTS:
             (out_dir / name).unlink(missing_ok=True)
@@ -795,6 +805,7 @@ def fit(
     out_dir = Path(out_dir)
     _prepare_run_dir(out_dir, cfg)
     problem = build_problem(particles_path, structure_path, cfg, topology=topology)
+    _clear_run_dir(out_dir, cfg)
     n = problem.n_particles
     num_steps = cfg.epochs * problem.steps_per_epoch
     run_facts = {

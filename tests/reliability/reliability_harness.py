@@ -17,11 +17,7 @@ Outcome classes (:func:`classify`):
   values); an accepted convention of typer, counted separately;
 - ``"ok"``: exit 0 (the caller then checks the result);
 - violations: ``"traceback"`` (an exception escaped ``main``), ``"bad_stderr"`` (exit 2 with
-  other than one ``error:`` line), ``"exit_<code>"`` (any other exit code);
-- ``"known:<name>"``: a violation matching :data:`KNOWN_DEFECTS`, a defect found by these
-  tests in a module whose owner is still changing it and reported to them. Each has a
-  ``strict`` xfail test in ``test_known_defects.py``, which fails as soon as the defect is
-  fixed, so the entry gets removed and the fuzz holds the line again.
+  other than one ``error:`` line), ``"exit_<code>"`` (any other exit code).
 """
 
 from __future__ import annotations
@@ -39,33 +35,9 @@ from pathlib import Path
 
 ACCEPTED = ("refused", "usage", "ok")
 
-# name -> (where the fix belongs, test on (command line, exit code, stderr + traceback text))
-KNOWN_DEFECTS = {
-    "fit-config-not-utf8": (
-        "pipeline/fit.py read_fit_config: tomllib's UnicodeDecodeError is not caught",
-        lambda args, code, text: (
-            code is None and "read_fit_config" in text and "UnicodeDecodeError" in text
-        ),
-    ),
-    "diagnose-empty-npy-aborted": (
-        "diagnostics (diagnose): np.load's EOFError on an empty/truncated .npy escapes; "
-        "typer turns it into 'Aborted.' and exit 1",
-        lambda args, code, text: code == 1 and args[:1] == ["diagnose"] and "Aborted" in text,
-    ),
-}
-
-
-def known_defect(outcome: CliOutcome) -> str | None:
-    """The :data:`KNOWN_DEFECTS` entry a violating outcome matches, if any."""
-    text = (outcome.exc or "") + outcome.err
-    for name, (_, matches) in KNOWN_DEFECTS.items():
-        if matches(outcome.args, outcome.code, text):
-            return name
-    return None
-
 
 def accepted(kind: str) -> bool:
-    return kind in ACCEPTED or kind.startswith("known:")
+    return kind in ACCEPTED
 
 
 # what the fit tests use: a small model that trains in seconds on 2 cores
@@ -109,14 +81,6 @@ class CliOutcome:
 
 
 def classify(outcome: CliOutcome) -> str:
-    kind = _raw_kind(outcome)
-    if kind in ACCEPTED:
-        return kind
-    known = known_defect(outcome)
-    return f"known:{known}" if known else kind
-
-
-def _raw_kind(outcome: CliOutcome) -> str:
     if outcome.code is None:
         return "traceback"
     if outcome.code == 0:

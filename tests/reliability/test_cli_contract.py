@@ -139,6 +139,25 @@ def test_multi_line_library_messages_print_as_one_line(tmp_path):
     assert "\n" not in line
 
 
+def test_fit_config_that_is_not_utf8_is_one_line(tmp_path):
+    config = tmp_path / "recipe.toml"
+    config.write_bytes(b"[fit]\nepochs = \xff\xfe\n")
+    outcome = run_cli(["fit", tmp_path / "p.star", "--structure", PDB, "--out", tmp_path / "r",
+                       "--config", config])  # fmt: skip
+    _refused(outcome, str(config), "UTF-8")
+
+
+@pytest.mark.parametrize("content", [b"", b"\x93NUMPY\x01\x00v\x00{'descr'", b"PK\x03\x04"])
+def test_diagnose_with_an_empty_or_truncated_elbo_file_is_one_line(content, tmp_path):
+    """np.load's EOFError would otherwise reach click, which prints 'Aborted.' (exit 1)."""
+    rng = np.random.default_rng(0)
+    np.savez(tmp_path / "latents.npz", z_mean=rng.normal(size=(30, 1)),
+             z_sd=np.full((30, 1), 0.2), z_draws=rng.normal(size=(5, 30, 1)),
+             particle_index=np.arange(30))  # fmt: skip
+    (tmp_path / "elbo.npy").write_bytes(content)
+    _refused(run_cli(["diagnose", tmp_path, "--no-ppc", "--no-fsc"]), "elbo.npy")
+
+
 # ---------------------------------------------------------------- path safety
 
 
@@ -300,6 +319,46 @@ def test_rerun_without_force_refuses_and_keeps_the_old_result(tmp_path, workspac
     # --force is what makes the difference (kinetics: cheap to redo)
     assert run_cli(["kinetics", run, "--force", "--max-samples", 10]).kind == "ok"
     json.loads((run / "kinetics" / "kinetics.json").read_text())
+
+
+def test_refused_fit_with_force_keeps_the_previous_run(tmp_path):
+    """--force removes the previous outputs only once the new inputs have been read."""
+    run = tmp_path / "run"
+    run.mkdir()
+    np.savez(run / "latents.npz", z_mean=np.zeros((3, 1)))
+    (run / "config.toml").write_text("[fit]\n")
+    before = _digest(run)
+    outcome = run_cli(["fit", tmp_path / "missing.star", "--structure", PDB, "--out", run,
+                       "--force"])  # fmt: skip
+    _refused(outcome, "missing.star")
+    assert _digest(run) == before
+
+
+def test_rerun_into_an_unfinished_run_is_refused_before_anything_is_written(tmp_path):
+    """Checkpoints without latents.npz (a killed run): no --resume/--force -> refused, and the
+    earlier run's config.toml and checkpoints are kept."""
+    run = tmp_path / "run"
+    (run / "checkpoints").mkdir(parents=True)
+    (run / "checkpoints" / "ckpt_000000004.npz").write_bytes(b"stand-in")
+    (run / "config.toml").write_text("[fit]\nepochs = 3\n")
+    before = _digest(run)
+    outcome = run_cli(["fit", CRYODRGN / "relion31.v2.star", "--structure", PDB, "--out", run])
+    _refused(outcome, "--resume", "--force")
+    assert _digest(run) == before
+
+
+@pytest.mark.slow
+def test_refused_rerun_into_an_unfinished_real_run_keeps_its_config(tmp_path, workspace):
+    run = tmp_path / "run"
+    shutil.copytree(workspace.run, run)
+    for name in ("latents.npz", "posterior.nc", "particles.star", "ensemble.pdb", "elbo.npy"):
+        (run / name).unlink()  # checkpoints and config.toml of an unfinished run remain
+    before = _digest(run)
+    outcome = run_cli(["fit", workspace.dataset / "particles.star", "--structure",
+                       workspace.structure, "--out", run, "--config", workspace.config,
+                       "--epochs", 2, "--batch-size", 5, "--quiet"])  # fmt: skip
+    _refused(outcome, "--resume")
+    assert _digest(run) == before
 
 
 # ---------------------------------------------------------------- disk full, read-only
