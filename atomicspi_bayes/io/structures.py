@@ -19,9 +19,12 @@ Element rule (never a bare name guess):
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import struct
+import sys
+import tempfile
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -362,11 +365,47 @@ def _suffix(path: Path) -> str:
     return path.suffix.lower()
 
 
+@contextlib.contextmanager
+def _c_stdout_to_log(path: Path):
+    """Send what C extensions print on file descriptor 1 meanwhile (mdtraj's DCD plugin
+    prints ``dcdplugin) ...`` lines with printf) to the debug log, so that stdout stays
+    the command's own output (``--json``, benchmark JSON lines)."""
+    import ctypes
+
+    try:
+        saved = os.dup(1)
+    except OSError:  # no fd 1 at all: nothing to protect
+        yield
+        return
+    try:
+        libc_fflush = ctypes.CDLL(None).fflush
+    except (OSError, AttributeError):  # no C library to flush: restore only
+        libc_fflush = None
+    with contextlib.suppress(AttributeError, ValueError, OSError):
+        sys.stdout.flush()
+    with tempfile.TemporaryFile() as sink:
+        os.dup2(sink.fileno(), 1)
+        try:
+            yield
+        finally:
+            if libc_fflush is not None:
+                libc_fflush(None)  # C stdio buffers go to the sink, not to the real stdout
+            os.dup2(saved, 1)
+            os.close(saved)
+            sink.seek(0)
+            text = sink.read(4096).decode("utf-8", errors="replace")
+            if text.strip():
+                log.debug("%s: the reader printed: %s", path, " ".join(text.split()))
+
+
 def _md_load(path: Path, **kwargs):
     import mdtraj as md
 
     try:
-        with warnings.catch_warnings():  # its guesses about malformed lines are not ours to print
+        with (
+            warnings.catch_warnings(),  # its guesses about malformed lines are not ours to print
+            _c_stdout_to_log(path),
+        ):
             warnings.simplefilter("ignore")
             return md.load(str(path), **kwargs)
     except OSError as exc:
@@ -381,7 +420,7 @@ def _md_topology(path: Path):
     import mdtraj as md
 
     try:
-        with warnings.catch_warnings():
+        with warnings.catch_warnings(), _c_stdout_to_log(path):
             warnings.simplefilter("ignore")
             if _suffix(path) in _PDB_SUFFIXES + _CIF_SUFFIXES:
                 return md.load(str(path)).topology

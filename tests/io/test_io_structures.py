@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import collections
+import subprocess
+import sys
 
 import gemmi
 import mdtraj as md
@@ -125,6 +127,23 @@ def test_trajectory_psf_dcd_in_angstrom():
     _, strided = load_trajectory(DCD, PSF, stride=10)
     assert strided.shape[0] == 10
     np.testing.assert_array_equal(strided[1], coords[10])
+
+
+def test_dcd_reader_prints_nothing_on_stdout():
+    """mdtraj's DCD plugin printf()s ``dcdplugin) ...`` on file descriptor 1 (C level, not
+    sys.stdout): a fresh process (its C buffers flushed at exit) must print only its own line,
+    and the plugin's text goes to the debug log."""
+    code = (
+        "import logging, sys\n"
+        "logging.basicConfig(level=logging.DEBUG, stream=sys.stderr)\n"
+        "from atomicspi_bayes.io import load_trajectory\n"
+        f"_, c = load_trajectory({str(DCD)!r}, {str(PSF)!r})\n"
+        "print('frames', c.shape[0])\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=300, check=True)  # fmt: skip
+    assert done.stdout == "frames 98\n", done.stdout
+    assert "dcdplugin" in done.stderr  # what was printed is kept in the log
 
 
 def test_multimodel_pdb_roundtrip_in_gemmi_and_here(tmp_path):
