@@ -15,15 +15,18 @@ What it does:
 
    * ``rss_*_mb``: peak resident set size, ``ru_maxrss`` of that child (``os.wait4``), what
      ``/usr/bin/time -v`` calls "Maximum resident set size". It counts *file-backed*
-     pages of memory-mapped stacks that the process has touched (clean page cache the kernel
-     can drop at any time) as well as anonymous memory.
+     pages that the process has mapped and touched (shared libraries; before issue 11's
+     fix also every page of the memory-mapped stacks) as well as anonymous memory.
    * ``anon_*_mb``: peak anonymous RSS (``RssAnon`` of ``/proc/PID/status``, sampled every
      ``--poll`` s): the memory that cannot be reclaimed without swap.
-   * ``file_*_mb``: peak file-backed RSS (``RssFile``): mapped stack pages.
+   * ``file_*_mb``: peak file-backed RSS (``RssFile``). Images are now read with
+     ``os.preadv`` into fresh buffers (``io.ImageStack.read``), so this holds the shared
+     libraries, not the stack.
 
    ``peak_anon_phase_*`` names the output file the fit wrote next after the anonymous peak
    (``config.toml`` = still reading/screening inputs and building the model, ``ckpt_*`` =
    SVI, ``elbo.npy`` = encoding all particles, ``posterior.nc``, ``particles.star`` ...).
+   The children run without the persistent compilation cache (both sizes start cold).
 
 Prints one JSON object (STYLE.md §9). ``ratio`` = rss_large / rss_small (the issue's
 figure); ``ratio_anon`` likewise for anonymous memory.
@@ -334,6 +337,9 @@ def run(args: argparse.Namespace) -> dict:
         )
     try:
         env = dict(os.environ)
+        # Both sizes start cold: no persistent compilation cache (the second fit would
+        # otherwise find the first one's compilations, and use less memory for them).
+        env["ATOMICSPI_NO_JAX_CACHE"] = "1"
         base = work / "base"
         sim = run_measured(simulate_cmd(base, n_base, box, pixel, None, 1), env=env)
         check(sim, "atomicspi simulate")

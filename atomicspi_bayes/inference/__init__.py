@@ -33,8 +33,12 @@ API::
 
     initialize_distributed(coordinator "host:port", num_processes, process_id)
     process_slice(global_batch_size) -> slice   # this process's rows of each global batch
+
+    enable_compilation_cache(directory=None) -> Path | None   # JAX persistent cache, CLI
+        default $XDG_CACHE_HOME/atomicspi/jax; off with ATOMICSPI_NO_JAX_CACHE=1
 """
 
+from atomicspi_bayes.inference.cache import enable_compilation_cache
 from atomicspi_bayes.inference.checkpoint import (
     Checkpoint,
     config_fingerprint,
@@ -60,6 +64,7 @@ __all__ = [
     "SVIConfig",
     "SVIResult",
     "config_fingerprint",
+    "enable_compilation_cache",
     "initialize_distributed",
     "latest_checkpoint",
     "load_checkpoint",

@@ -50,14 +50,25 @@ def initialize_distributed(
         local_device_ids: optional subset of local devices this process drives.
 
     The CPU backend's cross-process collectives are set to gloo, so that the all-reduces
-    also work on CPU-only machines (tested with 2 processes on 127.0.0.1).
+    also work on CPU-only machines (tested with 2 processes on 127.0.0.1). Calling it again
+    with the same ``num_processes`` and ``process_id`` is a no-op. At exit every process
+    waits (up to an hour) for the others, e.g. while process 0 writes the outputs.
     """
     if num_processes < 1 or not 0 <= process_id < num_processes:
         raise ConfigError(
             f"process_id={process_id}, num_processes={num_processes}: need 0 <= id < P"
         )
-    if ":" not in coordinator:
-        raise ConfigError(f"coordinator={coordinator!r}: expected 'host:port'")
+    host, _, port = coordinator.rpartition(":")
+    if not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ConfigError(f"coordinator={coordinator!r}: expected 'host:port' (port 1-65535)")
+    joined = _joined()
+    if joined is not None:
+        if joined != (num_processes, process_id):
+            raise ConfigError(
+                f"this process already joined a job as process {joined[1]} of {joined[0]}; "
+                f"cannot join as {process_id} of {num_processes}"
+            )
+        return
     # Cross-process collectives of the CPU backend (harmless on GPU nodes: it only
     # configures the CPU client). Must be set before any backend is created.
     jax.config.update("jax_cpu_collectives_implementation", "gloo")
@@ -66,6 +77,7 @@ def initialize_distributed(
         num_processes=num_processes,
         process_id=process_id,
         local_device_ids=local_device_ids,
+        shutdown_timeout_seconds=3600,
     )
     logger.info(
         "joined distributed job: process %d of %d, %d global devices",
@@ -73,6 +85,16 @@ def initialize_distributed(
         jax.process_count(),
         jax.device_count(),
     )
+
+
+def _joined() -> tuple[int, int] | None:
+    """``(num_processes, process_id)`` of the job this process joined, or None."""
+    from jax._src import distributed
+
+    state = distributed.global_state
+    if state.client is None:
+        return None
+    return int(state.num_processes), int(state.process_id)
 
 
 def process_slice(global_batch_size: int) -> slice:
