@@ -18,7 +18,8 @@ Public API (``problem``: a fitted problem, e.g. ``pipeline.FitProblem``: ``model
     write_sbc(result, out_dir, *, prefix="sbc") -> [paths]   # .json, .npz, *_ranks/_ecdf.png
     shrink_guide(guide, factor, sites=("z",)) -> guide   # deliberately miscalibrated copy
     posterior_predictive_check(key, problem, params, *, positions=None, n_draws=16,
-        n_replicas=4, batch_size=64, n_shells=12, n_groups=4, threshold=None) -> PPCResult
+        n_replicas=4, batch_size=64, n_shells=12, n_groups=4, threshold=None, guide=None)
+        -> PPCResult
     write_ppc(result, out_dir) -> [paths]   # ppc.csv, ppc_groups.csv, ppc.json, ppc_*.png
     amortization_gap(key, problem, params, positions, *, method="auto"|"grid"|"nuts",
         z_grid=None, n_q_draws=4000, num_warmup=300, num_samples=1000, batch_size=32,
@@ -35,7 +36,8 @@ Public API (``problem``: a fitted problem, e.g. ``pipeline.FitProblem``: ``model
     read_run_facts(run_dir) -> dict; restore_params(run_dir, problem) -> params
     diagnose_run(run_dir, problem=None, params=None, options=DiagnoseOptions()) -> dict
     calibrate_run(run_dir, problem, params, *, n_sims=1000, n_draws=99, seed=0,
-        guide_scale=None) -> (SBCResult, [paths])
+        guide_scale=None, posterior=None) -> (SBCResult, [paths])   # run's posterior setting
+    reported_guide(problem, posterior=None) -> refined sampler | amortized guide
     grid_guide(problem, params, z_grid) -> guide   # exact grid posterior (D = 1) as a guide
     grid_posterior_weights(problem, params, batch, z_grid) -> (B, G)
     nuts_reference(key, problem, params, positions, *, num_warmup=300, num_samples=1000)
@@ -94,6 +96,7 @@ _EXPORTS = {
     "calibrate_run": "run",
     "diagnose_run": "run",
     "read_run_facts": "run",
+    "reported_guide": "run",
     "restore_params": "run",
 }
 

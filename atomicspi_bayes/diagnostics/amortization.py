@@ -90,6 +90,7 @@ def amortization_gap(
     batch_size: int = 32,
     truth: np.ndarray | None = None,
     guide=None,
+    nuts_draws: np.ndarray | None = None,
 ) -> AmortizationGap:
     """Compare q(z | y) with the per-particle reference posterior on ``positions``.
 
@@ -105,7 +106,10 @@ def amortization_gap(
         num_warmup, num_samples: NUTS settings (one chain over the subset's latents).
         batch_size: particles per compiled grid/guide call.
         truth: optional ``(n, D)`` true latents, added as a column.
-        guide: another guide with the same params (default ``problem.guide``).
+        guide: another guide with the same params (default ``problem.guide``), or a
+            sampler (``posterior.refined_sampler``) to measure the refined posterior's gap.
+        nuts_draws: ``(S, n, D)`` NUTS draws of these particles already computed
+            (:func:`.reference.nuts_reference`), reused instead of running NUTS again.
 
     Raises:
         ConfigError: unknown method, grid with D > 1, or latent poses.
@@ -158,9 +162,13 @@ def amortization_gap(
                 )
     arr = {k: np.concatenate(v) for k, v in cols.items() if v}
     if method == "nuts":
-        draws = nuts_reference(
-            k_nuts, problem, params, positions, num_warmup=num_warmup, num_samples=num_samples
-        )
+        draws = nuts_draws
+        if draws is None:
+            draws = nuts_reference(
+                k_nuts, problem, params, positions, num_warmup=num_warmup,
+                num_samples=num_samples,
+            )  # fmt: skip
+        draws = np.asarray(draws, np.float64)
         arr["ref_mean"], arr["ref_sd"] = draws.mean(axis=0), draws.std(axis=0)
         for lev in _LEVELS:
             tag = int(lev * 100)

@@ -161,6 +161,7 @@ def posterior_predictive_check(
     n_shells: int = 12,
     n_groups: int = 4,
     threshold: float | None = None,
+    guide=None,
 ) -> PPCResult:
     """Posterior predictive checks of ``positions`` (default: every particle).
 
@@ -175,6 +176,8 @@ def posterior_predictive_check(
         n_shells: radial shells of the residual spectrum (up to the window's k_max).
         n_groups: defocus groups (quantiles), at most one per 2 particles.
         threshold: outlier-score threshold (default: median + 5 × 1.4826 × MAD).
+        guide: the posterior the draws come from (default ``problem.guide``, the amortized
+            q; e.g. ``posterior.refined_sampler(problem)`` for the refined posterior).
     """
     n_total = problem.n_particles
     positions = np.arange(n_total) if positions is None else np.asarray(positions, np.int64)
@@ -184,7 +187,7 @@ def posterior_predictive_check(
         raise ConfigError("PPC needs n_draws, n_replicas, n_shells, n_groups >= 1")
     window = problem.static.window
     shell, shell_k = _shells(window, n_shells)
-    guide = problem.guide
+    guide = problem.guide if guide is None else guide
     fn = jax.jit(
         lambda k, p, b: _check_batch(
             k, problem, p, guide, b, n_draws, n_replicas, jnp.asarray(shell), n_shells

@@ -161,8 +161,11 @@ def guide_draws(
 
     The guide is run under ``seed`` and ``substitute(params)`` once per key, vmapped over the
     ``n_draws`` keys; everything that does not depend on the key (the encoder) is computed
-    once by ``vmap``.
+    once by ``vmap``. A sampler object with ``sample(key, params, batch, n_draws)`` (e.g.
+    ``posterior.RefinedSampler``, the refined per-particle posterior) is called directly.
     """
+    if hasattr(guide, "sample"):
+        return guide.sample(key, params, batch, n_draws)
 
     def one(k):
         guide_k = handlers.substitute(handlers.seed(guide, k), data=params)

@@ -20,7 +20,14 @@ import numpy as np
 
 from atomicspi_bayes.errors import ConfigError, InputFormatError
 
-__all__ = ["DiagnoseOptions", "calibrate_run", "diagnose_run", "read_run_facts", "restore_params"]
+__all__ = [
+    "DiagnoseOptions",
+    "calibrate_run",
+    "diagnose_run",
+    "read_run_facts",
+    "reported_guide",
+    "restore_params",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -70,6 +77,26 @@ def restore_params(run_dir: str | os.PathLike, problem) -> dict:
     ckpt = load_checkpoint(folder, template, fingerprint=None)
     logger.info("restored parameters of step %d from %s", ckpt.step, ckpt.path)
     return svi.get_params(ckpt.state)
+
+
+def reported_guide(problem, posterior: str | None = None):
+    """The posterior a run reports, as a guide or sampler for SBC/PPC draws.
+
+    ``posterior``: ``"refined"`` (``posterior.refined_sampler``: exact grid for fixed poses
+    and D <= 2, importance sampling otherwise) or ``"amortized"`` (``problem.guide``);
+    default: the run's setting ``problem.cfg.posterior`` (``"amortized"`` when the problem
+    has none).
+
+    Raises:
+        ConfigError: unknown ``posterior``.
+    """
+    from atomicspi_bayes.posterior import refined_sampler
+
+    if posterior is None:
+        posterior = getattr(getattr(problem, "cfg", None), "posterior", "amortized")
+    if posterior not in ("refined", "amortized"):
+        raise ConfigError(f"posterior must be 'refined' or 'amortized', got {posterior!r}")
+    return refined_sampler(problem) if posterior == "refined" else problem.guide
 
 
 @dataclass(frozen=True)
@@ -136,8 +163,9 @@ def diagnose_run(
                 np.asarray(jax.random.choice(k_sel, n, (options.ppc_n,), replace=False))
             )
         ppc = posterior_predictive_check(
-            k_ppc, problem, params, positions=positions, n_draws=options.ppc_draws
-        )
+            k_ppc, problem, params, positions=positions, n_draws=options.ppc_draws,
+            guide=reported_guide(problem),
+        )  # fmt: skip
         paths += write_ppc(ppc, out)
         result["ppc"] = ppc
     if options.gap:
@@ -165,12 +193,16 @@ def calibrate_run(
     n_draws: int = 99,
     seed: int = 0,
     guide_scale: float | None = None,
+    posterior: str | None = None,
 ) -> tuple[object, list[Path]]:
-    """SBC of a run's amortized posterior, written to ``RUN/calibration/``.
+    """SBC of the posterior a run reports, written to ``RUN/calibration/``.
 
     Files: ``sbc.json``, ``sbc.npz``, ``sbc_ranks.png``, ``sbc_ecdf.png`` (the layout
-    ``report.artifacts`` reads). ``guide_scale`` rescales the guide's z sds first (a
-    deliberately miscalibrated guide, e.g. 0.5) and is recorded in the JSON.
+    ``report.artifacts`` reads). ``posterior`` (default: the run's ``posterior`` setting,
+    see :func:`reported_guide`) picks the refined per-particle posterior or the amortized
+    q. ``guide_scale`` shrinks the posterior's spread first (a deliberately miscalibrated
+    posterior, e.g. 0.5: the amortized guide's z sds, or each particle's refined draws
+    about their mean) and is recorded in the JSON.
 
     Args:
         run_dir: the run folder.
@@ -190,10 +222,21 @@ def calibrate_run(
             "calibrate_run needs the run's problem and params (FitResult.problem/.params, or "
             "pipeline.build_problem + diagnostics.restore_params as `atomicspi calibrate` does)"
         )
-    guide = None if guide_scale is None else shrink_guide(problem.guide, guide_scale)
+    guide = reported_guide(problem, posterior)
+    draw_scale = 1.0
+    if guide_scale is not None:
+        if hasattr(guide, "sample"):
+            draw_scale = float(guide_scale)
+        else:
+            guide = shrink_guide(guide, guide_scale)
     result = sbc(
-        jax.random.PRNGKey(seed), problem, params, n_sims=n_sims, n_draws=n_draws, guide=guide
-    )
-    extra = {"seed": seed, "guide_scale": 1.0 if guide_scale is None else float(guide_scale)}
+        jax.random.PRNGKey(seed), problem, params, n_sims=n_sims, n_draws=n_draws, guide=guide,
+        draw_scale=draw_scale,
+    )  # fmt: skip
+    method = getattr(guide, "method", "amortized")
+    extra = {
+        "seed": seed, "guide_scale": 1.0 if guide_scale is None else float(guide_scale),
+        "posterior": "amortized" if method == "amortized" else f"refined ({method})",
+    }  # fmt: skip
     result = dataclasses.replace(result, extra=extra)
     return result, write_sbc(result, Path(run_dir) / "calibration")

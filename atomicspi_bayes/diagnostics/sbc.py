@@ -1,4 +1,8 @@
-"""Simulation-based calibration of the amortized posterior (Talts et al. 2018, SCIENCE.md §8).
+"""Simulation-based calibration of a posterior (Talts et al. 2018, SCIENCE.md §8).
+
+The posterior is the amortized guide's q(z | y) or, through a sampler with
+``sample(key, params, batch, n)``, the refined per-particle posterior
+(``atomicspi_bayes.posterior``) that ``atomicspi fit`` reports by default.
 
 For s = 1..S: draw the latents θ̃_s of one particle from the fitted model's prior (z, and
 the pose when poses are latent), simulate its image ỹ_s with the model's own image site
@@ -218,7 +222,8 @@ def sbc(
         batch_size: particles simulated per compiled call.
         n_bins: bins of the chi-square test.
         levels: central-interval levels for the coverage.
-        guide: another guide with the same params (e.g. :func:`.predictive.shrink_guide`).
+        guide: another guide with the same params (e.g. :func:`.predictive.shrink_guide`),
+            or a sampler (``posterior.refined_sampler(problem)``: the refined posterior).
         positions: dataset particles whose poses, CTFs and optics groups the simulations
             reuse (cycled; default: all ``problem.n_particles``, shuffled by ``key``). With
             latent poses their poses are replaced by prior draws.
