@@ -9,6 +9,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "atomicspi_bayes"
 
 ALLOWED = {
     "errors": set(),
+    "atomic_files": {"errors"},
     "physics": {"errors", "physics"},
     "structure": {"errors", "physics", "structure"},
     "io": {"errors", "structure", "physics", "io"},
@@ -41,7 +42,12 @@ ALLOWED = {
         "report",
     },
 }
-NO_NUMPYRO = {"errors", "physics", "structure", "io"}
+# any package may import the atomic writers (ARCHITECTURE.md), which import only errors
+EVERYONE_MAY_IMPORT = {"atomic_files"}
+for _unit_name, _allowed in ALLOWED.items():
+    if _unit_name not in {"errors", *EVERYONE_MAY_IMPORT}:
+        _allowed |= EVERYONE_MAY_IMPORT
+NO_NUMPYRO = {"errors", "atomic_files", "physics", "structure", "io"}
 
 
 def _unit(path: Path) -> str:

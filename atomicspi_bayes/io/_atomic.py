@@ -1,83 +1,8 @@
-"""Atomic file writes: a temp file in the target's folder, fsync, then rename.
-
-A reader never sees a half-written output: either the old file or the complete new one.
-"""
+"""Kept for the modules that still import ``atomicspi_bayes.io._atomic`` (diagnostics,
+pipeline): the one implementation is :mod:`atomicspi_bayes.atomic_files`."""
 
 from __future__ import annotations
 
-import contextlib
-import errno
-import os
-import tempfile
-from collections.abc import Iterator
-from pathlib import Path
-from typing import IO
+from atomicspi_bayes.atomic_files import atomic_open, atomic_path
 
-from atomicspi_bayes.errors import InputFormatError
-from atomicspi_bayes.io._errors import one_line
-
-
-def _fsync_dir(folder: Path) -> None:
-    """Make the rename durable (best effort: some filesystems refuse fsync on folders)."""
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
-def _os_error_message(path: Path, exc: OSError) -> str:
-    if exc.errno == errno.ENOSPC:
-        return f"{path}: disk full while writing; free space or choose another output folder"
-    if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
-        reason = one_line(exc.strerror)
-        return f"{path}: output folder is not writable ({reason}); choose another folder"
-    if exc.errno == errno.ENOENT:
-        return f"{path}: output folder does not exist; create it first"
-    return f"{path}: cannot write ({one_line(exc.strerror or exc)})"
-
-
-@contextlib.contextmanager
-def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
-    """Yield a temporary path next to ``path``; on success fsync it and rename it to ``path``.
-
-    The caller writes the whole file to the yielded path (any library may open it). On an
-    exception the temp file is removed and ``path`` is left untouched. ``OSError`` (disk
-    full, read-only folder) becomes :class:`InputFormatError` with one clear line.
-    """
-    target = Path(path)
-    folder = target.parent if str(target.parent) else Path(".")
-    try:
-        fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=folder)
-    except OSError as exc:
-        raise InputFormatError(_os_error_message(target, exc)) from exc
-    os.close(fd)
-    tmp = Path(tmp_name)
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; give the usual permissions
-    try:
-        yield tmp
-        with open(tmp, "rb+") as fh:
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, target)
-    except OSError as exc:
-        tmp.unlink(missing_ok=True)
-        raise InputFormatError(_os_error_message(target, exc)) from exc
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    _fsync_dir(folder)
-
-
-@contextlib.contextmanager
-def atomic_open(path: str | os.PathLike, mode: str = "w", **kwargs) -> Iterator[IO]:
-    """Open a temp file next to ``path`` for writing; renamed onto ``path`` on success."""
-    with atomic_path(path) as tmp, open(tmp, mode, **kwargs) as fh:
-        yield fh
+__all__ = ["atomic_open", "atomic_path"]

@@ -18,8 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
+from atomicspi_bayes.atomic_files import atomic_path
 from atomicspi_bayes.errors import InputFormatError
-from atomicspi_bayes.io._atomic import atomic_path
 from atomicspi_bayes.io._errors import one_line
 
 __all__ = ["ImageStack", "MrcHeader", "new_stack", "open_stack", "read_mrc_header", "write_stack"]

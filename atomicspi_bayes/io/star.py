@@ -17,8 +17,8 @@ from pathlib import Path
 
 import numpy as np
 
+from atomicspi_bayes.atomic_files import atomic_open
 from atomicspi_bayes.errors import InputFormatError
-from atomicspi_bayes.io._atomic import atomic_open
 from atomicspi_bayes.io._errors import one_line
 from atomicspi_bayes.io._paths import dataset_folder, resolve_image_paths
 from atomicspi_bayes.io._rotations import euler_to_matrix, matrix_to_euler

@@ -31,8 +31,8 @@ from pathlib import Path
 
 import numpy as np
 
+from atomicspi_bayes.atomic_files import atomic_open
 from atomicspi_bayes.errors import InputFormatError
-from atomicspi_bayes.io._atomic import atomic_open
 from atomicspi_bayes.io._errors import one_line
 from atomicspi_bayes.structure.atomic_model import AtomicModel
 

@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import io
 import json
-import os
-import tempfile
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,6 +16,7 @@ from pathlib import Path
 import numpy as np
 from matplotlib.figure import Figure
 
+from atomicspi_bayes.atomic_files import write_bytes_atomic
 from atomicspi_bayes.errors import InputFormatError
 from atomicspi_bayes.kinetics.estimator import KineticsConfig, KineticsEstimator, KineticsModel
 
@@ -184,19 +183,6 @@ def plot_kinetics(model: KineticsModel, landscape: LandscapeSamples) -> Figure:
     return fig
 
 
-def _write_atomic(path: Path, data: bytes) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
-
-
 def write_kinetics(
     model: KineticsModel, landscape: LandscapeSamples, out_dir: str | Path
 ) -> dict[str, Path]:
@@ -208,7 +194,7 @@ def write_kinetics(
         "kinetics.json": (json.dumps(kinetics_summary(model, landscape), indent=2) + "\n").encode(),
         "kinetics.png": png.getvalue(),
     }
-    return {name: _write_atomic(out / name, data) for name, data in payload.items()}
+    return {name: write_bytes_atomic(out / name, data) for name, data in payload.items()}
 
 
 def kinetics_from_landscape(

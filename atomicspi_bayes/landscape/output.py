@@ -1,6 +1,6 @@
 """Landscape outputs: CSV table, PNG figure, states JSON and the NPZ that kinetics reads.
 
-Every file is written atomically (temporary file in the same folder, then ``os.replace``), and
+Every file is written atomically (:mod:`atomicspi_bayes.atomic_files`), and
 all results are computed before the first file is written, so a failure never leaves a
 half-written output.
 
@@ -16,12 +16,11 @@ from __future__ import annotations
 import io
 import json
 import logging
-import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 
+from atomicspi_bayes.atomic_files import write_bytes_atomic
 from atomicspi_bayes.landscape.estimator import Landscape, LandscapeConfig, LandscapeEstimator
 from atomicspi_bayes.landscape.latents import read_latents
 from atomicspi_bayes.landscape.plot import plot_landscape
@@ -30,28 +29,12 @@ __all__ = [
     "landscape_from_run",
     "landscape_table",
     "states_summary",
-    "write_atomic",
     "write_landscape",
 ]
 
 logger = logging.getLogger(__name__)
 
 OUTPUT_NAMES = ("landscape.csv", "landscape.png", "states.json", "landscape.npz")
-
-
-def write_atomic(path: str | Path, data: bytes) -> Path:
-    """Write ``data`` to ``path`` via a temporary file in the same folder and a rename."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
 
 
 def landscape_table(landscape: Landscape) -> str:
@@ -160,7 +143,7 @@ def write_landscape(landscape: Landscape, out_dir: str | Path) -> dict[str, Path
         "states.json": (json.dumps(states_summary(landscape), indent=2) + "\n").encode(),
         "landscape.npz": _npz_bytes(landscape),
     }
-    return {name: write_atomic(out / name, data) for name, data in payload.items()}
+    return {name: write_bytes_atomic(out / name, data) for name, data in payload.items()}
 
 
 def landscape_from_run(

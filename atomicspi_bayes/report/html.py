@@ -10,8 +10,6 @@ import base64
 import datetime as _dt
 import html
 import logging
-import os
-import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from atomicspi_bayes.atomic_files import atomic_open
 from atomicspi_bayes.errors import ConfigError
 from atomicspi_bayes.report import plots
 from atomicspi_bayes.report.artifacts import RunArtifacts, _flatten, _fmt, scan_run
@@ -582,15 +581,7 @@ def write_report(run_dir: str | Path, out: str | Path | None = None) -> Path:
     if not out.parent.is_dir():
         raise ConfigError(f"{out}: folder {out.parent} does not exist; create it or change --out")
     text = render_report(artifacts)
-    fd, tmp = tempfile.mkstemp(prefix=".report-", suffix=".html.tmp", dir=out.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, out)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_open(out, "w", encoding="utf-8") as fh:
+        fh.write(text)
     log.info("wrote %s (%.1f KiB)", out, out.stat().st_size / 1024)
     return out
