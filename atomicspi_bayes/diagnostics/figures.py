@@ -14,34 +14,48 @@ import numpy as np
 from matplotlib.figure import Figure
 
 __all__ = [
+    "BAND",
+    "BLUE",
+    "GREY",
+    "LIGHT",
+    "RED",
     "amortization_figure",
     "fsc_figure",
+    "new_figure",
     "posterior_sd_figure",
     "ppc_figures",
     "save_figure",
     "sbc_ecdf_figure",
     "sbc_rank_figure",
+    "tidy_axes",
 ]
 
-_BLUE = "#1f5fa8"
-_LIGHT = "#9bbbe0"
-_RED = "#c0392b"
-_GREY = "#555555"
-_BAND = "#dddddd"
+# the house style of every figure (diagnostics and report/plots.py share it)
+BLUE = "#1f5fa8"
+LIGHT = "#9bbbe0"
+RED = "#c0392b"
+GREY = "#555555"
+BAND = "#dddddd"
+_BLUE, _LIGHT, _RED, _GREY, _BAND = BLUE, LIGHT, RED, GREY, BAND
 
 
-def _figure(width: float, height: float) -> Figure:
+def new_figure(width: float, height: float) -> Figure:
+    """A new constrained-layout figure of ``width`` x ``height`` inches on white."""
     fig = Figure(figsize=(width, height), dpi=100, layout="constrained")
     fig.patch.set_facecolor("white")
     return fig
 
 
-def _tidy(ax, *, grid: bool = True) -> None:
+def tidy_axes(ax, *, grid: bool = True) -> None:
+    """House style of an axes: no top/right spines, small ticks, a light grid."""
     ax.spines[["top", "right"]].set_visible(False)
     ax.tick_params(labelsize=9)
     if grid:
         ax.grid(True, color="#e4e4e4", linewidth=0.7)
         ax.set_axisbelow(True)
+
+
+_figure, _tidy = new_figure, tidy_axes
 
 
 def save_figure(fig: Figure, path: str | os.PathLike, dpi: int = 110) -> Path:

@@ -13,26 +13,13 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 from scipy import stats
 
+from atomicspi_bayes.diagnostics.figures import BLUE as _BLUE
+from atomicspi_bayes.diagnostics.figures import GREY as _GREY
+from atomicspi_bayes.diagnostics.figures import LIGHT as _LIGHT
+from atomicspi_bayes.diagnostics.figures import RED as _RED
+from atomicspi_bayes.diagnostics.figures import new_figure as _figure
+from atomicspi_bayes.diagnostics.figures import tidy_axes as _tidy
 from atomicspi_bayes.report.snapshots import SnapshotImages
-
-_BLUE = "#1f5fa8"
-_LIGHT = "#9bbbe0"
-_RED = "#c0392b"
-_GREY = "#555555"
-
-
-def _figure(width: float, height: float) -> Figure:
-    fig = Figure(figsize=(width, height), dpi=100, layout="constrained")
-    fig.patch.set_facecolor("white")
-    return fig
-
-
-def _tidy(ax, *, grid: bool = True) -> None:
-    ax.spines[["top", "right"]].set_visible(False)
-    ax.tick_params(labelsize=9)
-    if grid:
-        ax.grid(True, color="#e4e4e4", linewidth=0.7)
-        ax.set_axisbelow(True)
 
 
 def figure_png(fig: Figure, dpi: int = 110) -> bytes:
