@@ -44,6 +44,10 @@ class RunSummary:
         z_sd: ``(N, D)`` posterior sds (for the figure).
         elbo_last: mean ELBO of the last 10 % of steps (NaN when absent).
         notes: human-readable remarks.
+        posterior_method: the reported posterior (``"amortized"``, or refined: ``"grid"``,
+            ``"importance"``; ``latents.npz`` ``posterior_method``).
+        amortized_sd_median: ``{f"z{j}": median sd of the encoder's q}`` (refined runs).
+        ess_quantiles: quantiles over particles of the refinement's ESS (refined runs).
     """
 
     run_dir: Path
@@ -57,6 +61,9 @@ class RunSummary:
     z_sd: np.ndarray
     elbo_last: float = float("nan")
     notes: list[str] = field(default_factory=list)
+    posterior_method: str = "amortized"
+    amortized_sd_median: dict[str, float] | None = None
+    ess_quantiles: dict[str, float] | None = None
 
     def to_json(self) -> dict:
         out = {
@@ -67,7 +74,12 @@ class RunSummary:
             "separation": self.separation,
             "elbo_last": self.elbo_last,
             "notes": self.notes,
+            "posterior_method": self.posterior_method,
         }
+        if self.amortized_sd_median is not None:
+            out["amortized_sd_median"] = self.amortized_sd_median
+        if self.ess_quantiles is not None:
+            out["ess_quantiles"] = self.ess_quantiles
         if self.nuts_summary is not None:
             df = self.nuts_summary
             out["nuts"] = {
@@ -167,6 +179,23 @@ def summarize_run(run_dir: str | os.PathLike, *, n_example_particles: int = 8) -
                 f"{name}: posterior sds are close to the prior's (contraction "
                 f"{contraction[name]:.2f}): the data barely inform this latent"
             )
+    method = str(lat["posterior_method"]) if "posterior_method" in lat else "amortized"
+    amortized_med = ess_q = None
+    q_sd = lat.get("z_sd_amortized")
+    if q_sd is not None and q_sd.shape == z_sd.shape and np.issubdtype(q_sd.dtype, np.number):
+        amortized_med = {f"z{j + 1}": float(np.median(q_sd[:, j])) for j in range(d)}
+    try:
+        ess = np.asarray(lat.get("ess", np.zeros(0)), np.float64).ravel()
+    except (TypeError, ValueError):  # a foreign array: no ESS summary
+        ess = np.zeros(0)
+    if ess.size == n and np.all(np.isfinite(ess)):
+        ess_q = {f"q{int(q * 100):02d}": float(np.quantile(ess, q)) for q in _QUANTILES}
+        low = float(np.mean(ess < 10))
+        if method == "importance" and low > 0.05:
+            notes.append(
+                f"importance refinement: {100 * low:.0f} % of particles have ESS < 10 (their "
+                "refined posteriors are unreliable)"
+            )
     svi = None
     posterior_path = run / "posterior.nc"
     nuts = None
@@ -194,7 +223,8 @@ def summarize_run(run_dir: str | os.PathLike, *, n_example_particles: int = 8) -
     return RunSummary(
         run_dir=run, n_particles=n, latent_dim=d, sd_quantiles=sd_q, contraction=contraction,
         separation=separation, svi_summary=svi, nuts_summary=nuts, z_sd=z_sd,
-        elbo_last=elbo_last, notes=notes,
+        elbo_last=elbo_last, notes=notes, posterior_method=method,
+        amortized_sd_median=amortized_med, ess_quantiles=ess_q,
     )  # fmt: skip
 
 
@@ -203,20 +233,35 @@ def summary_tables(summary: RunSummary) -> list:
     from rich.table import Table
 
     tables = []
-    t = Table(title=f"Per-particle posterior sd ({summary.n_particles} particles, SVI)")
+    kind = (
+        "amortized q"
+        if summary.posterior_method == "amortized"
+        else (f"refined, {summary.posterior_method}")
+    )
+    t = Table(title=f"Per-particle posterior sd ({summary.n_particles} particles, {kind})")
     t.add_column("latent")
     for q in _QUANTILES:
         t.add_column(f"sd q{int(q * 100):02d}", justify="right")
     t.add_column("contraction", justify="right")
     t.add_column("sd(mean)/median sd", justify="right")
+    if summary.amortized_sd_median is not None:
+        t.add_column("median sd of q", justify="right")
     for name, qs in summary.sd_quantiles.items():
+        extra = []
+        if summary.amortized_sd_median is not None:
+            extra = [f"{summary.amortized_sd_median[name]:.4g}"]
         t.add_row(
             name, *(f"{v:.4g}" for v in qs.values()), f"{summary.contraction[name]:.3f}",
-            f"{summary.separation[name]:.3g}",
+            f"{summary.separation[name]:.3g}", *extra,
         )  # fmt: skip
+    if summary.ess_quantiles is not None:
+        label = "ESS" if summary.posterior_method == "importance" else "effective grid cells"
+        t.caption = f"{label} per particle: " + ", ".join(
+            f"{k} {v:.3g}" for k, v in summary.ess_quantiles.items()
+        )
     tables.append(t)
     for title, df in (
-        ("az.summary of the first particles' variational draws", summary.svi_summary),
+        ("az.summary of the first particles' posterior draws", summary.svi_summary),
         ("az.summary of the NUTS draws (split R-hat)", summary.nuts_summary),
     ):
         if df is None:
