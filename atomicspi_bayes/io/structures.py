@@ -325,7 +325,7 @@ def _parse_cif_atoms(path: Path) -> _RawAtoms:
 
     try:
         st = gemmi.read_structure(str(path))
-    except (RuntimeError, ValueError) as exc:
+    except (RuntimeError, ValueError, IndexError) as exc:  # IndexError: an empty file
         raise InputFormatError(
             f"{path}: unreadable mmCIF ({one_line(exc)}); check the file"
         ) from exc
@@ -398,39 +398,51 @@ def _c_stdout_to_log(path: Path):
                 log.debug("%s: the reader printed: %s", path, " ".join(text.split()))
 
 
-def _md_load(path: Path, **kwargs):
-    import mdtraj as md
+def _mdtraj_errors() -> tuple[type[Exception], ...]:
+    """mdtraj's own parser exceptions (PSF, PDBx/mmCIF), which derive from Exception only."""
+    from mdtraj.formats import psf
+    from mdtraj.formats.pdbx import PdbxReader
 
+    found = [
+        getattr(psf, "PSFError", None),
+        getattr(psf, "_PSFEOF", None),
+        getattr(PdbxReader, "PdbxError", None),
+        getattr(PdbxReader, "SyntaxError", None),
+    ]
+    return tuple(e for e in found if isinstance(e, type) and issubclass(e, Exception))
+
+
+def _mdtraj_read(path: Path, what: str, read):
+    """``read()`` (an mdtraj call on ``path``) quietly; its failures as one line."""
+    parser_errors = _PARSER_ERRORS + _mdtraj_errors()
     try:
         with (
             warnings.catch_warnings(),  # its guesses about malformed lines are not ours to print
             _c_stdout_to_log(path),
         ):
             warnings.simplefilter("ignore")
-            return md.load(str(path), **kwargs)
+            return read()
     except OSError as exc:
-        raise InputFormatError(f"{path}: cannot read ({one_line(exc)})") from exc
-    except _PARSER_ERRORS as exc:
+        raise InputFormatError(f"{path}: cannot read {what}({one_line(exc)})") from exc
+    except parser_errors as exc:
         raise InputFormatError(
-            f"{path}: unreadable by mdtraj ({type(exc).__name__}: {one_line(exc)}); check the file"
+            f"{path}: unreadable {what or 'by mdtraj '}({type(exc).__name__}: {one_line(exc)}); "
+            "check the file"
         ) from exc
+
+
+def _md_load(path: Path, **kwargs):
+    import mdtraj as md
+
+    return _mdtraj_read(path, "", lambda: md.load(str(path), **kwargs))
 
 
 def _md_topology(path: Path):
     import mdtraj as md
 
-    try:
-        with warnings.catch_warnings(), _c_stdout_to_log(path):
-            warnings.simplefilter("ignore")
-            if _suffix(path) in _PDB_SUFFIXES + _CIF_SUFFIXES:
-                return md.load(str(path)).topology
-            return md.load_topology(str(path))
-    except OSError as exc:
-        raise InputFormatError(f"{path}: cannot read topology ({one_line(exc)})") from exc
-    except _PARSER_ERRORS as exc:
-        raise InputFormatError(
-            f"{path}: unreadable topology ({type(exc).__name__}: {one_line(exc)}); check the file"
-        ) from exc
+    if _suffix(path) in _PDB_SUFFIXES + _CIF_SUFFIXES:
+        return _mdtraj_read(path, "topology ", lambda: md.load(str(path)).topology)
+    return _mdtraj_read(path, "topology ", lambda: md.load_topology(str(path)))
 
 
 def _require_file(path: str | os.PathLike, what: str) -> Path:

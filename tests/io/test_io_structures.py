@@ -181,6 +181,7 @@ def test_writer_refuses_bad_coords(tmp_path):
         ("hello world\n", "junk.pdb", "no ATOM"),
         ("ATOM      1  CA  ALA A   1      xx.xxx   0.000   0.000\n", "bad.pdb", "not numbers"),
         ("data", "model.xyzq", "unknown structure extension"),
+        ("", "empty.cif", "unreadable mmCIF"),  # gemmi raised IndexError
     ],
 )
 def test_bad_structures(tmp_path, content, name, match):
@@ -194,3 +195,13 @@ def test_bad_structures(tmp_path, content, name, match):
 def test_topology_mismatch_refused():
     with pytest.raises(InputFormatError, match="topology"):
         load_structure(ORC, topology=PSF)
+
+
+@pytest.mark.parametrize("content", ["garbage\n", ""])
+def test_unreadable_psf_topology_is_one_line(tmp_path, content):
+    """mdtraj's PSFError derives from Exception only: it must still become one line."""
+    top = tmp_path / "t.psf"
+    top.write_text(content)
+    with pytest.raises(InputFormatError, match="unreadable topology") as info:
+        load_trajectory(DCD, top)
+    assert "\n" not in str(info.value)
