@@ -811,19 +811,25 @@ def case_run(r: Fair, ws: Workspace, tmp: Path) -> tuple[list, callable]:
 
 
 def case_trajectory(r: Fair, ws: Workspace, tmp: Path) -> tuple[list, callable]:
-    """`simulate PSF --trajectory DCD` with a damaged DCD (AdK, 98 frames). mdtraj reads DCD
-    in C, so run these as subprocesses: a crash there must not take the test process down."""
+    """`simulate PSF --trajectory DCD` with a damaged DCD (AdK, 98 frames) or, in a quarter
+    of the cases, a damaged PSF topology. mdtraj reads DCD in C, so run these as
+    subprocesses: a crash there must not take the test process down."""
     from MDAnalysisTests.datafiles import DCD, PSF
 
-    raw = Path(DCD).read_bytes()
-    if r.coin(0.7):  # the header and the first frame are where lies matter
-        data = mutate_bytes(raw[:4096], r) + raw[4096:]
+    traj, top = Path(DCD), Path(PSF)
+    if r.coin(1 / 4):
+        top = tmp / "t.psf"
+        top.write_bytes(mutate_bytes(Path(PSF).read_bytes(), r))
     else:
-        data = mutate_bytes(raw, r)
-    traj = tmp / "t.dcd"
-    traj.write_bytes(data)
+        raw = Path(DCD).read_bytes()
+        if r.coin(0.7):  # the header and the first frame are where lies matter
+            data = mutate_bytes(raw[:4096], r) + raw[4096:]
+        else:
+            data = mutate_bytes(raw, r)
+        traj = tmp / "t.dcd"
+        traj.write_bytes(data)
     out = tmp / "out"
-    args = ["simulate", PSF, "--trajectory", traj, "--out", out, "--n", 2, "--box", 64,
+    args = ["simulate", top, "--trajectory", traj, "--out", out, "--n", 2, "--box", 64,
             "--pixel-size", 2]  # fmt: skip
     return args, lambda outcome: _check_simulate(out, 2, 64, "cryoem")
 
