@@ -572,6 +572,21 @@ def case_inspect(r: Fair, ws: Workspace, tmp: Path) -> tuple[list, callable]:
     return args, lambda outcome: _check_inspect(outcome, path, as_json)
 
 
+def _random_options(
+    r: Fair, options: dict[str, list[str]], p_option: float, flags: tuple, p_flag: float
+) -> list[str]:
+    """Each option (with a value drawn from its list) with chance ``p_option``, then each
+    flag with chance ``p_flag``."""
+    args: list[str] = []
+    for option, values in options.items():
+        if r.coin(p_option):
+            args += [option, r.choice(values)]
+    for flag in flags:
+        if r.coin(p_flag):
+            args.append(flag)
+    return args
+
+
 def case_simulate(r: Fair, ws: Workspace, tmp: Path) -> tuple[list, callable]:
     structure = ws.structure
     if r.coin(1 / 5):
@@ -602,12 +617,9 @@ def case_simulate(r: Fair, ws: Workspace, tmp: Path) -> tuple[list, callable]:
         "--modality": ["cryoem", "cryoem", "xray", "bogus", ""],
         "--seed": ["0", "7", "-1", str(2**64), str(2**63 - 1)],
     }
-    for option, values in optional.items():
-        if r.coin(1 / 5):
-            args += [option, r.choice(values)]
-    for flag in ("--noise-free", "--coarse-grained", "--force"):
-        if r.coin(1 / 5):
-            args.append(flag)
+    args += _random_options(
+        r, optional, 1 / 5, ("--noise-free", "--coarse-grained", "--force"), 1 / 5
+    )
     if r.coin(1 / 7):
         weights = tmp / r.choice(["w.txt", "w.npy"])
         what = r.choice(["text", "nan", "hostile", "garbage"])
@@ -660,12 +672,7 @@ def case_fit(r: Fair, ws: Workspace, tmp: Path) -> tuple[list, callable]:
             "--resolution": ["0", "-1", "nan", "inf", "1.0", "8", "1e9"],
             "--seed": ["-1", str(2**64), "5"],
         }
-        for option, values in optional.items():
-            if r.coin(1 / 3):
-                args += [option, r.choice(values)]
-        for flag in ("--all-atom", "--resume", "--force"):
-            if r.coin(1 / 6):
-                args.append(flag)
+        args += _random_options(r, optional, 1 / 3, ("--all-atom", "--resume", "--force"), 1 / 6)
     if r.coin(1 / 10):  # an existing, finished run without --force
         shutil.copytree(ws.run, out)
 
