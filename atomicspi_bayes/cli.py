@@ -170,6 +170,7 @@ def fit(
     n_modes: int = typer.Option(None, "--n-modes", help="ANM modes driven by the decoder."),
     resolution: float = typer.Option(None, "--resolution", help="Å, highest frequency fitted."),
     seed: int = typer.Option(None, "--seed", help="Random seed.", callback=_checked_seed),
+    modality: str = typer.Option("cryoem", "--modality", help="cryoem or xray (photons)."),
     resume: bool = typer.Option(False, "--resume", help="Continue from RUN/checkpoints."),
     force: bool = typer.Option(False, "--force", help="Overwrite a finished run."),
     progress: bool = typer.Option(True, "--progress/--quiet", help="Show a progress bar."),
@@ -185,6 +186,13 @@ def fit(
         coarse_grained=coarse_grained, n_modes=n_modes, resolution=resolution, seed=seed,
         resume=resume or None, force=force or None,
     )  # fmt: skip
+    if modality == "xray":
+        _fit_xray(particles, structure, out, cfg, config, topology, progress)
+        return
+    if modality != "cryoem":
+        from atomicspi_bayes.errors import ConfigError
+
+        raise ConfigError(f"--modality {modality!r}: choose cryoem or xray")
     try:
         result = run_fit(particles, structure, out, cfg, topology=topology, progress=progress)
     except Interrupted as exc:
@@ -477,6 +485,25 @@ def kinetics(
         highlight=False,
     )
     console.print(f"kinetics: wrote {', '.join(str(p) for p in paths.values())}")
+
+
+def _fit_xray(particles, structure, out, cfg, config, topology, progress) -> None:
+    """``fit --modality xray``: orientation search + Poisson SVI (pipeline.fit_xray)."""
+    from atomicspi_bayes.inference import Interrupted
+    from atomicspi_bayes.pipeline.fit_xray import XrayFitConfig, fit_xray, read_xray_fit_config
+
+    xcfg = read_xray_fit_config(config) if config is not None else XrayFitConfig()
+    try:
+        result = fit_xray(
+            particles, structure, out, cfg, xcfg, topology=topology, progress=progress
+        )
+    except Interrupted as exc:
+        err_console.print(f"stopped: {exc}", markup=False, highlight=False)
+        raise typer.Exit(code=exc.exit_code) from None
+    console.print(
+        f"fit (xray): {result.n_particles} patterns, {result.mean_photons:.0f} photons/pattern, "
+        f"ELBO {result.elbo[0]:.6g} -> {result.elbo[-1]:.6g}; wrote {result.run_dir}"
+    )
 
 
 if __name__ == "__main__":

@@ -1,0 +1,606 @@
+"""``atomicspi fit --modality xray``: photon patterns + reference structure -> a run directory.
+
+Glue (numerics in ``physics.xray``, ``physics.xray_orientation``, ``guides.xray``,
+``inference``): read an X-ray dataset (``particles.star`` / ``xray.json`` folder written by
+``atomicspi simulate --modality xray``), bin the detector, then
+
+1. orientation search on the reference: all-atom intensity map, SO(3) grid scored by the
+   Poisson likelihood (a GEMM), local refinement of the top maxima and their Friedel
+   two-fold partners (``physics.xray_orientation.search_orientations``);
+2. SVI of the conformation latent (ANM modes + decoder, residue beads by default) and of
+   per-particle orientations around the search result, Poisson likelihood
+   (``guides.xray``);
+3. (``search_rounds = 2``) a second search over the poses *and* ``n_search_conformations``
+   structures decoded along the learned latent (each pattern takes the best
+   (structure, pose) pair, EMC-style), which also re-initialises each pattern's ``z``;
+   then SVI again from the learned decoder.
+
+Run directory (same layout as cryo-EM, so ``landscape`` / ``kinetics`` work unchanged):
+``config.toml`` ([fit] + [run] with ``modality = "xray"`` and the X-ray settings),
+``checkpoints/``, ``latents.npz`` (``z_mean``, ``z_sd``, ``z_draws``, ``particle_index``,
+``rotation_mean (N,3,3)``, ``rotation_sd (N,3)`` rad, ``rotation_search (N,3,3)``,
+``search_gap (N,)``), ``elbo.npy``, ``posterior.nc``, ``particles.star`` (poses and
+latents), ``ensemble.pdb``, ``truth.npz`` (copied when present). Rotations are one member of
+the two-fold pair ``{A, R_z(π) A}``; compare them modulo it
+(``physics.xray_orientation.twofold_angle``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+import os
+import shutil
+import time
+import tomllib
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from atomicspi_bayes.errors import ConfigError, InputFormatError
+
+__all__ = ["XrayFitConfig", "XrayFitResult", "fit_xray", "read_xray_fit_config"]
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class XrayFitConfig:
+    """X-ray settings of a fit (the ``[xray]`` table of a recipe; the rest is ``[fit]``).
+
+    Attributes:
+        bin_factor: detector pixels binned ``f x f`` (speckles are oversampled).
+        n_grid: rotations of the SO(3) search grid (30000: ~6° between neighbours).
+        top_k: grid maxima per pattern refined locally (each with its two-fold partner).
+        map_step: 1/Å, grid step of the tabulated intensity (``<= 1/(3 · diameter)``).
+        search_model: ``"atoms"`` (all-atom maps; recommended) or ``"beads"``.
+        search_modes: the first search scores the reference and its deformations along
+            each of the lowest ``search_modes`` ANM modes (0 = reference only) ...
+        search_amplitude: ... by ``±a/2`` and ``±a`` Å RMSD; each pattern's best
+            deformation also initialises its ``z`` (first principal axis of the chosen
+            amplitudes).
+        search_rounds: 1 (search, then SVI) or 2 (+ search over conformations decoded
+            along the learned latent, then SVI again).
+        n_search_conformations: structures along the latent in the second search.
+        background: mean background photons per binned pixel added to the model on top of
+            the dataset's own (> 0 keeps ``log μ`` finite).
+        svi_rounds_split: fraction of the SVI steps spent before the second search.
+    """
+
+    bin_factor: int = 2
+    n_grid: int = 30000
+    top_k: int = 8
+    map_step: float = 0.003
+    search_model: str = "atoms"
+    search_modes: int = 2
+    search_amplitude: float = 6.0
+    search_rounds: int = 1
+    n_search_conformations: int = 3
+    background: float = 1e-3
+    svi_rounds_split: float = 0.5
+
+    def __post_init__(self) -> None:
+        def need(ok: bool, what: str) -> None:
+            if not ok:
+                raise ConfigError(f"xray fit config: {what}")
+
+        need(self.bin_factor >= 1, f"bin_factor must be >= 1, got {self.bin_factor}")
+        need(self.n_grid >= 100, f"n_grid must be >= 100, got {self.n_grid}")
+        need(self.top_k >= 1, f"top_k must be >= 1, got {self.top_k}")
+        need(
+            math.isfinite(self.map_step) and self.map_step > 0,
+            f"map_step must be > 0 1/Å, got {self.map_step}",
+        )
+        need(
+            self.search_model in ("atoms", "beads"),
+            f"search_model must be 'atoms' or 'beads', got {self.search_model!r}",
+        )
+        need(
+            self.search_rounds in (1, 2), f"search_rounds must be 1 or 2, got {self.search_rounds}"
+        )
+        need(self.n_search_conformations >= 2, "n_search_conformations must be >= 2")
+        need(self.search_modes >= 0, f"search_modes must be >= 0, got {self.search_modes}")
+        need(
+            math.isfinite(self.search_amplitude) and self.search_amplitude > 0,
+            f"search_amplitude must be > 0 Å, got {self.search_amplitude}",
+        )
+        need(
+            math.isfinite(self.background) and self.background > 0,
+            f"background must be > 0 photons/pixel, got {self.background}",
+        )
+        need(0 < self.svi_rounds_split < 1, "svi_rounds_split must be in (0, 1)")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+
+def read_xray_fit_config(path: str | Path) -> XrayFitConfig:
+    """The ``[xray]`` table of a TOML recipe (defaults when it has none)."""
+    path = Path(path)
+    try:
+        with path.open("rb") as fh:
+            data = tomllib.load(fh)
+    except FileNotFoundError:
+        raise InputFormatError(f"{path}: config file not found") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise InputFormatError(f"{path}: not valid TOML ({exc})") from None
+    table = data.get("xray", {})
+    if not isinstance(table, dict):
+        raise ConfigError(f"{path}: 'xray' must be a table")
+    known = {f.name: f for f in fields(XrayFitConfig)}
+    unknown = sorted(set(table) - set(known))
+    if unknown:
+        raise ConfigError(f"{path}: unknown xray setting(s) {unknown}; known: {sorted(known)}")
+    values = {}
+    for name, value in table.items():
+        kind = type(known[name].default)
+        if isinstance(value, bool) or not isinstance(value, int | float | str):
+            raise ConfigError(f"{path}: xray.{name} has the wrong type ({value!r})")
+        if kind is int and not isinstance(value, int):
+            raise ConfigError(f"{path}: xray.{name} must be an integer, got {value!r}")
+        if kind is float and isinstance(value, str):
+            raise ConfigError(f"{path}: xray.{name} must be a number, got {value!r}")
+        if kind is str and not isinstance(value, str):
+            raise ConfigError(f"{path}: xray.{name} must be a string, got {value!r}")
+        values[name] = float(value) if kind is float else value
+    return XrayFitConfig(**values)
+
+
+@dataclass(frozen=True)
+class XrayFitResult:
+    """What :func:`fit_xray` did.
+
+    Attributes:
+        run_dir: the run directory.  n_particles: patterns fitted.
+        z_mean, z_sd: ``(N, D)`` posterior means and sds of z.
+        rotations: ``(N, 3, 3)`` posterior mean orientations (one member of the two-fold).
+        rotation_search: ``(N, 3, 3)`` orientations of the last search.
+        elbo: ``(T,)`` ELBO per step (all rounds).
+        params: learned parameters.  items_per_s: SVI patterns per second.
+        mean_photons: mean photons per pattern of the data.
+        timings: wall seconds per stage.
+    """
+
+    run_dir: Path
+    n_particles: int
+    z_mean: np.ndarray
+    z_sd: np.ndarray
+    rotations: np.ndarray
+    rotation_search: np.ndarray
+    elbo: np.ndarray
+    params: dict
+    items_per_s: float
+    mean_photons: float
+    timings: dict
+
+
+def _dataset_folder(particles_path: Path) -> Path:
+    folder = particles_path if particles_path.is_dir() else particles_path.parent
+    if not (folder / "xray.json").is_file():
+        raise InputFormatError(
+            f"{particles_path}: no xray.json next to it; give the folder or particles.star "
+            "written by 'atomicspi simulate --modality xray'"
+        )
+    return folder
+
+
+def _read_patterns(folder: Path):
+    from atomicspi_bayes.synthetic.xray import read_xray_dataset
+
+    summary, geometry, stack = read_xray_dataset(folder)
+    if summary.get("modality") != "xray":
+        raise InputFormatError(f"{folder / 'xray.json'}: modality is not 'xray'")
+    counts = np.asarray(stack[np.arange(len(stack))], dtype=np.float32)
+    if counts.ndim != 3 or counts.shape[1:] != (geometry.n_pixels, geometry.n_pixels):
+        raise InputFormatError(
+            f"{folder}: stack shape {counts.shape} does not match the "
+            f"{geometry.n_pixels}x{geometry.n_pixels} detector in xray.json"
+        )
+    if not np.all(np.isfinite(counts)) or np.any(counts < 0):
+        raise InputFormatError(
+            f"{folder}: patterns hold NaN/inf or negative photon counts; X-ray fits need counts"
+        )
+    return summary, geometry, counts
+
+
+class _Setup:
+    """Everything the rounds share (built once)."""
+
+    def __init__(self, folder, structure_path, cfg, xcfg, topology):
+        from atomicspi_bayes.io import load_structure
+        from atomicspi_bayes.physics import xray
+        from atomicspi_bayes.physics import xray_orientation as xo
+        from atomicspi_bayes.structure import anm_modes, coarse_grain
+
+        self.summary, self.geometry, counts = _read_patterns(folder)
+        self.n = counts.shape[0]
+        self.photons = counts.sum(axis=(1, 2))
+        det = xo.bin_detector(xray.detector_arrays(self.geometry), xcfg.bin_factor)
+        k = np.asarray(det.k).reshape(-1, 3)
+        keep = np.asarray(det.mask).ravel() & (np.linalg.norm(k, axis=1) <= 1.0 / cfg.resolution)
+        if not keep.any():
+            raise ConfigError(
+                f"no detector pixel within resolution {cfg.resolution} Å; "
+                f"use a larger resolution (coarser)"
+            )
+        self.k = k[keep]
+        self.factor = np.asarray(det.pixel_factor).ravel()[keep]
+        self.counts = xo.bin_patterns(counts, xcfg.bin_factor).reshape(self.n, -1)[:, keep]
+        bg = float(self.summary.get("background_photons_per_pixel", 0.0)) * xcfg.bin_factor**2
+        self.background = np.full(self.k.shape[0], bg + xcfg.background, np.float32)
+        self.fluence = float(self.summary["fluence_photons_per_angstrom2"])
+
+        self.reference = load_structure(structure_path, topology)
+        self.centre = np.asarray(self.reference.coords, np.float64).mean(axis=0)
+        self.beads = coarse_grain(self.reference)
+        self.nodes = (np.asarray(self.beads.coords, np.float64) - self.centre).astype(np.float32)
+        n_modes = cfg.n_modes if cfg.n_modes > 0 else 3 * self.beads.n_beads - 6
+        self.modes = anm_modes(self.nodes, n_modes, cfg.anm_cutoff)
+        atom_bead = np.asarray(self.beads.atom_to_bead)
+        self.atom_keep = atom_bead >= 0
+        xyz = np.asarray(self.reference.coords, np.float64)[self.atom_keep] - self.centre
+        self.atoms = xray.atomic_scatterers(
+            np.asarray(self.reference.elements)[self.atom_keep], xyz
+        )
+        if cfg.coarse_grained:
+            self.scatterers = xray.bead_scatterers(
+                self.atoms, atom_bead[self.atom_keep], self.beads.n_beads
+            )
+            self.render_node = np.arange(self.beads.n_beads, dtype=np.int32)
+        else:
+            self.scatterers = self.atoms
+            self.render_node = atom_bead[self.atom_keep].astype(np.int32)
+        self.k_max_map = float(np.linalg.norm(self.k, axis=1).max())
+
+    def atom_coords(self, nodes: np.ndarray) -> np.ndarray:
+        """Decoded nodes ``(..., R, 3)`` (centred) -> kept atoms ``(..., A, 3)`` (centred)."""
+        from atomicspi_bayes.structure import atom_coords_from_beads
+
+        full = atom_coords_from_beads(self.reference, self.beads, nodes + self.centre)
+        return np.asarray(full)[..., self.atom_keep, :] - self.centre
+
+
+def _maps(setup: _Setup, xcfg: XrayFitConfig, atom_coords_list):
+    """Intensity maps of conformations (kept-atom coordinates, centred)."""
+    from atomicspi_bayes.physics import xray
+    from atomicspi_bayes.physics import xray_orientation as xo
+
+    out = []
+    for xyz in atom_coords_list:  # one model at a time: memory G³ per model
+        atoms = setup.atoms._replace(coords=jnp.asarray(xyz, jnp.float32))
+        if xcfg.search_model == "beads":
+            groups = np.asarray(setup.beads.atom_to_bead)[setup.atom_keep]
+            atoms = xray.bead_scatterers(atoms, groups, setup.beads.n_beads)
+        out.append(jax.block_until_ready(xo.intensity_map(atoms, setup.k_max_map, xcfg.map_step)))
+    return xo.stack_maps(out)
+
+
+def _search(key, setup: _Setup, xcfg: XrayFitConfig, maps):
+    from atomicspi_bayes.physics import xray_orientation as xo
+
+    return xo.search_orientations(
+        key, maps, setup.k, setup.factor, setup.counts, setup.fluence, setup.background,
+        n_grid=xcfg.n_grid, top_k=xcfg.top_k,
+    )  # fmt: skip
+
+
+_OUTPUTS = (
+    "latents.npz", "posterior.nc", "particles.star", "ensemble.pdb", "elbo.npy", "truth.npz",
+    "config.toml",
+)  # fmt: skip
+
+
+def _prepare_run_dir(out_dir: Path, cfg) -> None:
+    if out_dir.exists() and not out_dir.is_dir():
+        raise InputFormatError(f"{out_dir}: exists and is not a directory")
+    if (out_dir / "latents.npz").exists() and not (cfg.force or cfg.resume):
+        raise ConfigError(
+            f"{out_dir}: a finished run is already there; use --force to overwrite it or "
+            "--resume to continue it"
+        )
+    if cfg.force and not cfg.resume:
+        for name in _OUTPUTS:
+            (out_dir / name).unlink(missing_ok=True)
+        shutil.rmtree(out_dir / "checkpoints", ignore_errors=True)
+    out_dir.mkdir(parents=True, exist_ok=True)
+
+
+def _atomic(path: Path, write) -> None:
+    """``write(tmp_path)`` then rename onto ``path`` (readers never see a partial file)."""
+    tmp = path.with_name(f".{path.name}.tmp{path.suffix}")
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def _save_npz(path: Path, **arrays) -> None:
+    _atomic(path, lambda tmp: np.savez(tmp, **arrays))
+
+
+def _save_npy(path: Path, array) -> None:
+    _atomic(path, lambda tmp: np.save(tmp, array))
+
+
+def _ensemble_latents(z_mean: np.ndarray, n: int) -> np.ndarray:
+    """``(n, D)`` latents along the data: 5-95 % quantiles along the first principal axis."""
+    centre = z_mean.mean(axis=0)
+    _, _, vt = np.linalg.svd(z_mean - centre, full_matrices=False)
+    axis = vt[0] * np.sign(vt[0][np.argmax(np.abs(vt[0]))])
+    t = np.quantile((z_mean - centre) @ axis, np.linspace(0.05, 0.95, n))
+    return centre + t[:, None] * axis[None, :]
+
+
+def _search_amplitudes(xcfg: XrayFitConfig, n_modes: int) -> np.ndarray:
+    """``(C, M)`` Å RMSD: the reference (zeros) and ``±a/2, ±a`` along each of ``M`` modes."""
+    m = min(xcfg.search_modes, n_modes)
+    rows = [np.zeros(max(m, 1))]
+    for j in range(m):
+        for a in (-1.0, -0.5, 0.5, 1.0):
+            row = np.zeros(m)
+            row[j] = a * xcfg.search_amplitude
+            rows.append(row)
+    return np.asarray(rows, np.float32)
+
+
+def _initial_z(amplitudes: np.ndarray, fallback: np.ndarray) -> np.ndarray:
+    """``(N, D)`` z from the chosen search amplitudes ``(N, M)``: standardised scores on the
+    first principal axes (``fallback`` where they do not vary)."""
+    centred = amplitudes - amplitudes.mean(axis=0)
+    if not np.any(np.abs(centred) > 0):
+        return fallback
+    _, _, vt = np.linalg.svd(centred, full_matrices=False)
+    d = min(fallback.shape[1], vt.shape[0])
+    scores = centred @ vt[:d].T
+    sd = scores.std(axis=0)
+    z = fallback.copy()
+    ok = np.flatnonzero(sd > 0)
+    z[:, ok] = scores[:, ok] / sd[ok]
+    return z.astype(np.float32)
+
+
+def fit_xray(
+    particles_path: str | Path,
+    structure_path: str | Path,
+    out_dir: str | Path,
+    cfg=None,
+    xcfg: XrayFitConfig | None = None,
+    *,
+    topology: str | Path | None = None,
+    progress: bool = False,
+) -> XrayFitResult:
+    """Fit orientations and conformations of X-ray patterns against a reference structure.
+
+    Args:
+        particles_path: the dataset folder, its ``particles.star`` or ``xray.json``.
+        structure_path: reference PDB/mmCIF (or topology + ``topology``), model frame.
+        out_dir: the run directory (module docstring).
+        cfg: ``pipeline.FitConfig`` (shared settings: latent_dim, coarse_grained, n_modes,
+            anm_cutoff, elastic_cutoff, decoder_hidden, z_prior, priors' weights, resolution
+            (Å, scored pixels ``|k| <= 1/resolution``), epochs, batch_size, learning_rate,
+            grad_clip, warmup_steps, checkpoint_every, seed, n_draws, n_ensemble, resume,
+            force). ``poses`` and the encoder settings do not apply: orientation is always
+            latent, found by search.
+        xcfg: :class:`XrayFitConfig`.
+        topology: optional topology (PSF) giving elements of ``structure_path``.
+        progress: show the SVI progress bar.
+
+    Raises:
+        InputFormatError, ConfigError: bad inputs or settings (one clear line).
+        ConvergenceError: the ELBO became NaN/inf.
+    """
+    from atomicspi_bayes.diagnostics.export import posterior_inference_data, write_posterior
+    from atomicspi_bayes.guides.xray import XrayBatch, XrayStatic, xray_guide, xray_model
+    from atomicspi_bayes.inference import SVIConfig, config_fingerprint, run_svi
+    from atomicspi_bayes.io import read_particles, write_multimodel_pdb, write_star
+    from atomicspi_bayes.model import LatentDecoder, ModelConfig, TangentNormalSO3
+    from atomicspi_bayes.physics.geometry import axis_angle_to_matrix
+    from atomicspi_bayes.physics.xray import DetectorArrays
+    from atomicspi_bayes.pipeline.fit import FitConfig, write_fit_config
+    from atomicspi_bayes.structure import (
+        atom_coords_from_beads,
+        clash_pairs,
+        elastic_pairs,
+        ideal_bond_lengths,
+    )
+
+    cfg = cfg if cfg is not None else FitConfig()
+    xcfg = xcfg if xcfg is not None else XrayFitConfig()
+    particles_path, out_dir = Path(particles_path), Path(out_dir)
+    folder = _dataset_folder(particles_path)
+    _prepare_run_dir(out_dir, cfg)
+    timings: dict[str, float] = {}
+    t0 = time.perf_counter()
+    setup = _Setup(folder, structure_path, cfg, xcfg, topology)
+    n = setup.n
+    bsz = min(cfg.batch_size, n)
+    steps_per_epoch = max(1, n // bsz)
+    num_steps = cfg.epochs * steps_per_epoch
+    run_facts = {
+        "modality": "xray",
+        "particles": str(folder.resolve()),
+        "structure": str(Path(structure_path).resolve()),
+        "n_particles": n,
+        "batch_size_used": bsz,
+        "num_steps": num_steps,
+        "n_modes": int(setup.modes.eigenvalues.shape[0]),
+        "n_scored_pixels": int(setup.k.shape[0]),
+        "fluence_photons_per_angstrom2": setup.fluence,
+        "mean_photons_per_pattern": float(setup.photons.mean()),
+        **{f"xray_{k}": v for k, v in xcfg.to_dict().items()},
+    }
+    if topology is not None:
+        run_facts["topology"] = str(Path(topology).resolve())
+    write_fit_config(out_dir / "config.toml", cfg, run_facts)
+    timings["setup_s"] = time.perf_counter() - t0
+
+    key = jax.random.PRNGKey(cfg.seed)
+    k_dec, k_z, k_search, k_svi, k_draws = jax.random.split(key, 5)
+    model_cfg = ModelConfig(
+        latent_dim=cfg.latent_dim, poses="amortized", z_prior=cfg.z_prior,
+        n_mixture=cfg.n_mixture, learn_noise=False, elastic_weight=cfg.elastic_weight,
+        mode_weight=cfg.mode_weight, bond_weight=cfg.bond_weight,
+        clash_weight=cfg.clash_weight,
+    )  # fmt: skip
+    eig = np.asarray(setup.modes.eigenvalues)
+    n_scat = setup.scatterers.coords.shape[0]
+    static = XrayStatic(
+        x0_nodes=setup.nodes,
+        mode_vectors=np.asarray(setup.modes.rmsd_scaled_vectors(), np.float32),
+        mode_eigenvalues=eig.astype(np.float32),
+        bonded=np.asarray(setup.beads.bonded),
+        bond_lengths=ideal_bond_lengths(setup.nodes, setup.beads.bonded),
+        clash_pairs=clash_pairs(
+            setup.beads.n_beads, chain_index=np.asarray(setup.beads.chain_index)
+        ),
+        elastic_pairs=elastic_pairs(setup.nodes, cfg.elastic_cutoff),
+        decoder=LatentDecoder(
+            cfg.latent_dim,
+            eig.shape[0],
+            cfg.decoder_hidden,
+            key=k_dec,
+            mode_scale=np.sqrt(eig[0] / eig),
+        ),
+        render_x0=np.asarray(setup.scatterers.coords, np.float32).reshape(n_scat, 3),
+        render_node=setup.render_node,
+        scatterers=setup.scatterers,
+        detector=DetectorArrays(
+            jnp.asarray(setup.k), jnp.asarray(setup.factor), jnp.ones(setup.k.shape[0], bool)
+        ),
+        fluence=setup.fluence,
+        background=setup.background,
+        n_particles=n,
+        z_init=0.5 * np.asarray(jax.random.normal(k_z, (n, cfg.latent_dim)), np.float32),
+    )
+
+    # round 1: search over the reference and its ANM deformations
+    t0 = time.perf_counter()
+    amps = _search_amplitudes(xcfg, int(eig.shape[0]))
+    nodes = setup.nodes[None] + np.einsum("ck,krd->crd", amps, static.mode_vectors[: amps.shape[1]])
+    maps = _maps(setup, xcfg, list(setup.atom_coords(nodes)))
+    search = _search(jax.random.fold_in(k_search, 1), setup, xcfg, maps)
+    static = dataclasses.replace(static, z_init=_initial_z(amps[search.models], static.z_init))
+    timings["search1_s"] = time.perf_counter() - t0
+    logger.info("orientation search 1: %.1f s for %d patterns", timings["search1_s"], n)
+
+    def make_batch_fn(rotation0):
+        counts = jnp.asarray(setup.counts)
+        rot0 = jnp.asarray(rotation0)
+        perm_key = jax.random.fold_in(key, 7)
+
+        def batch_fn(step: int):
+            epoch, pos = divmod(step, steps_per_epoch)
+            perm = jax.random.permutation(jax.random.fold_in(perm_key, epoch), n)
+            idx = perm[pos * bsz : (pos + 1) * bsz]
+            return XrayBatch(idx.astype(jnp.int32), counts[idx], rot0[idx])
+
+        return batch_fn
+
+    def svi_round(name, steps, rotation0, init_params, stat):
+        svi_cfg = SVIConfig(
+            num_steps=steps, learning_rate=cfg.learning_rate, schedule="cosine",
+            warmup_steps=min(cfg.warmup_steps, steps - 1), clip_norm=cfg.grad_clip,
+            checkpoint_every=cfg.checkpoint_every, progress=progress,
+        )  # fmt: skip
+        numeric = {k: v for k, v in cfg.to_dict().items() if k not in ("resume", "force")}
+        fingerprint = config_fingerprint({"fit": numeric, **run_facts, "round": name})
+        return run_svi(
+            jax.random.fold_in(k_svi, len(name)),
+            lambda b: xray_model(b, model_cfg, stat),
+            lambda b: xray_guide(b, model_cfg, stat),
+            make_batch_fn(rotation0), svi_cfg,
+            checkpoint_dir=out_dir / "checkpoints" / name, resume=cfg.resume,
+            overwrite=cfg.force, fingerprint=fingerprint, init_params=init_params,
+        )  # fmt: skip
+
+    split = 1.0 if xcfg.search_rounds == 1 else xcfg.svi_rounds_split
+    steps1 = max(1, int(num_steps * split))
+    t0 = time.perf_counter()
+    result = svi_round("round1", steps1, search.rotations, None, static)
+    timings["svi1_s"] = time.perf_counter() - t0
+    losses = [np.asarray(result.losses)]
+    rotation0 = search.rotations
+    params = result.params
+    if xcfg.search_rounds == 2:
+        from atomicspi_bayes.model import decode_nodes, decoder_from_params
+
+        t0 = time.perf_counter()
+        z_now = np.asarray(params["z_loc"])
+        z_grid = _ensemble_latents(z_now, xcfg.n_search_conformations).astype(np.float32)
+        _, nodes = decode_nodes(decoder_from_params(params, static), jnp.asarray(z_grid), static)
+        maps = _maps(setup, xcfg, list(setup.atom_coords(np.asarray(nodes))))
+        search = _search(jax.random.fold_in(k_search, 2), setup, xcfg, maps)
+        map_index = search.models
+        timings["search2_s"] = time.perf_counter() - t0
+        rotation0 = search.rotations
+        init = {k: v for k, v in params.items() if k not in ("rotation_delta", "rotation_scale")}
+        init["z_loc"] = jnp.asarray(z_grid[map_index])
+        t0 = time.perf_counter()
+        result = svi_round("round2", num_steps - steps1, rotation0, init, static)
+        timings["svi2_s"] = time.perf_counter() - t0
+        losses.append(np.asarray(result.losses))
+        params = result.params
+
+    z_mean = np.asarray(params["z_loc"], np.float32)
+    z_sd = np.asarray(params["z_scale"], np.float32)
+    rot_mean = np.asarray(
+        axis_angle_to_matrix(jnp.asarray(params["rotation_delta"])) @ jnp.asarray(rotation0)
+    )
+    rot_sd = np.asarray(params["rotation_scale"], np.float32)
+    elbo = -np.concatenate(losses).astype(np.float64)
+    eps = np.asarray(jax.random.normal(k_draws, (cfg.n_draws, *z_mean.shape)))
+    z_draws = (z_mean[None] + z_sd[None] * eps).astype(np.float32)
+    rotation_draws = np.asarray(
+        TangentNormalSO3(rot_mean, rot_sd).sample(jax.random.fold_in(k_draws, 1), (cfg.n_draws,))
+    )
+    rows = np.arange(n, dtype=np.int64)
+
+    _save_npy(out_dir / "elbo.npy", elbo)
+    idata = posterior_inference_data(
+        z_draws, z_mean, z_sd, rows, elbo, rotation_draws=rotation_draws,
+        posterior_method="xray_local",
+    )  # fmt: skip
+    write_posterior(out_dir / "posterior.nc", idata)
+    meta = read_particles(folder / "particles.star")
+    if len(meta) == n:
+        meta = dataclasses.replace(
+            meta, rotations=rot_mean.astype(np.float32), shifts=np.zeros((n, 2), np.float32)
+        )
+        write_star(
+            out_dir / "particles.star",
+            meta,
+            {"atomicspiLatentMean": z_mean, "atomicspiLatentSd": z_sd},
+        )
+    from atomicspi_bayes.model import decode_nodes, decoder_from_params
+
+    _, nodes = decode_nodes(
+        decoder_from_params(params, static),
+        jnp.asarray(_ensemble_latents(z_mean, cfg.n_ensemble), jnp.float32),
+        static,
+    )
+    ensemble = atom_coords_from_beads(
+        setup.reference, setup.beads, np.asarray(nodes, np.float64) + setup.centre
+    )
+    write_multimodel_pdb(out_dir / "ensemble.pdb", setup.reference, np.asarray(ensemble))
+    truth = folder / "truth.npz"
+    if truth.is_file():
+        _atomic(out_dir / "truth.npz", lambda tmp: shutil.copyfile(truth, tmp))
+    _save_npz(
+        out_dir / "latents.npz", z_mean=z_mean, z_sd=z_sd, z_draws=z_draws, particle_index=rows,
+        rotation_mean=rot_mean.astype(np.float32), rotation_sd=rot_sd,
+        rotation_search=np.asarray(rotation0, np.float32),
+        search_gap=np.asarray(search.runner_up_gap, np.float32),
+    )  # fmt: skip
+    logger.info("xray fit finished: %d patterns, final ELBO %.6g", n, elbo[-1])
+    return XrayFitResult(
+        run_dir=out_dir, n_particles=n, z_mean=z_mean, z_sd=z_sd, rotations=rot_mean,
+        rotation_search=np.asarray(rotation0), elbo=elbo, params=params,
+        items_per_s=float(result.items_per_s), mean_photons=float(setup.photons.mean()),
+        timings=timings,
+    )  # fmt: skip

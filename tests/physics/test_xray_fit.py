@@ -1,0 +1,122 @@
+"""``atomicspi fit --modality xray`` (pipeline.fit_xray): run layout, orientations, bad input."""
+
+import json
+import subprocess
+import sys
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from MDAnalysisTests.datafiles import DCD, PSF
+
+from atomicspi_bayes.errors import ConfigError, InputFormatError
+from atomicspi_bayes.io import load_trajectory, write_multimodel_pdb
+from atomicspi_bayes.physics.xray_orientation import twofold_angle
+from atomicspi_bayes.pipeline.fit_xray import XrayFitConfig, fit_xray, read_xray_fit_config
+from atomicspi_bayes.synthetic.xray import (
+    XrayDatasetConfig,
+    default_xray_geometry,
+    simulate_xray_dataset,
+)
+
+
+def _cli(*args) -> subprocess.CompletedProcess:
+    cmd = [sys.executable, "-m", "atomicspi_bayes.cli", *map(str, args)]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+
+
+@pytest.fixture(scope="module")
+def bright(tmp_path_factory):
+    """8 bright residue-bead patterns of AdK frame 0 on a 32² detector + frame-0 reference."""
+    root = tmp_path_factory.mktemp("xfit")
+    model, frames = load_trajectory(DCD, PSF)
+    write_multimodel_pdb(root / "ref.pdb", model, frames[0][None])
+    cfg = XrayDatasetConfig(
+        n_patterns=8, geometry=default_xray_geometry(32), fluence_photons_per_angstrom2=1e7,
+        frame_indices=(0,), batch_size=8,
+    )  # fmt: skip
+    summary = simulate_xray_dataset(jax.random.key(0), PSF, root / "data", cfg, DCD)
+    return root, summary
+
+
+def test_bad_xray_fit_settings_are_config_errors(tmp_path):
+    with pytest.raises(ConfigError):
+        XrayFitConfig(search_model="voxels")
+    with pytest.raises(ConfigError):
+        XrayFitConfig(map_step=0.0)
+    with pytest.raises(ConfigError):
+        XrayFitConfig(background=0.0)
+    recipe = tmp_path / "r.toml"
+    recipe.write_text("[xray]\nn_gird = 10\n")
+    with pytest.raises(ConfigError, match="n_gird"):
+        read_xray_fit_config(recipe)
+    recipe.write_text("[xray]\nn_grid = 'many'\n")
+    with pytest.raises(ConfigError, match="n_grid"):
+        read_xray_fit_config(recipe)
+
+
+def test_fit_refuses_a_folder_that_is_not_an_xray_dataset(tmp_path):
+    (tmp_path / "particles.star").write_text("data_\n")
+    with pytest.raises(InputFormatError, match=r"xray\.json"):
+        fit_xray(tmp_path / "particles.star", tmp_path / "ref.pdb", tmp_path / "run")
+    out = _cli("fit", tmp_path, "--structure", tmp_path / "ref.pdb", "--out", tmp_path / "run",
+               "--modality", "xray")  # fmt: skip
+    assert out.returncode == 2 and "xray.json" in out.stderr, out.stderr
+    assert len(out.stderr.strip().splitlines()) == 1  # one line, no traceback
+    out = _cli("fit", tmp_path, "--structure", tmp_path / "ref.pdb", "--out", tmp_path / "run",
+               "--modality", "neutron")  # fmt: skip
+    assert out.returncode == 2 and "modality" in out.stderr
+
+
+def test_negative_counts_are_refused(bright, tmp_path):
+    import shutil
+
+    from atomicspi_bayes.io import open_stack
+
+    root, _ = bright
+    data = tmp_path / "data"
+    shutil.copytree(root / "data", data)
+    stack = np.asarray(open_stack(data / "particles.mrcs")[np.arange(8)])
+    stack[0, 0, 0] = -1.0
+    from atomicspi_bayes.io import write_stack
+
+    write_stack(data / "particles.mrcs", stack, 2e4)
+    with pytest.raises(InputFormatError, match="negative"):
+        fit_xray(data, root / "ref.pdb", tmp_path / "run")
+
+
+@pytest.mark.slow
+def test_cli_fit_xray_recovers_orientations_and_writes_the_run_layout(bright, tmp_path):
+    root, summary = bright
+    recipe = tmp_path / "x.toml"
+    recipe.write_text(
+        "[fit]\nn_modes = 4\nepochs = 4\nbatch_size = 4\nn_draws = 5\nn_ensemble = 2\n"
+        "[xray]\nbin_factor = 1\nn_grid = 3000\ntop_k = 2\nmap_step = 0.004\n"
+        'search_model = "beads"\nsearch_modes = 0\n'
+    )
+    run = tmp_path / "run"
+    out = _cli("fit", root / "data" / "particles.star", "--structure", root / "ref.pdb",
+               "--out", run, "--modality", "xray", "--config", recipe, "--quiet")  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    assert "photons/pattern" in out.stdout
+    lat = np.load(run / "latents.npz")
+    assert lat["z_mean"].shape == (8, 1) and lat["z_draws"].shape == (5, 8, 1)
+    np.testing.assert_array_equal(lat["particle_index"], np.arange(8))
+    for name in ("config.toml", "elbo.npy", "posterior.nc", "ensemble.pdb", "truth.npz"):
+        assert (run / name).is_file(), name
+    assert 'modality = "xray"' in (run / "config.toml").read_text()
+    truth = np.load(run / "truth.npz")
+    err = np.degrees(
+        np.asarray(
+            twofold_angle(jnp.asarray(lat["rotation_mean"]), jnp.asarray(truth["rotations"]))
+        )
+    )
+    assert summary["mean_photons_per_pattern"] > 1000
+    assert np.median(err) < 5.0, err
+    assert np.all(np.isfinite(np.load(run / "elbo.npy")))
+    # a finished run is not overwritten without --force
+    again = _cli("fit", root / "data", "--structure", root / "ref.pdb", "--out", run,
+                 "--modality", "xray", "--config", recipe, "--quiet")  # fmt: skip
+    assert again.returncode == 2 and "--force" in again.stderr
+    json.dumps(summary)
