@@ -10,7 +10,11 @@ landscape, kinetics, report, diagnose and calibrate. Every case must end in exit
 `error:` line (or typer's usage message for an unparsable option) or in exit 0 with a
 checked result.
 
-    python benchmarks/fuzz_cli.py [--cases 1000] [--workdir DIR] [--seed 0]
+    python benchmarks/fuzz_cli.py [--cases 1000] [--workdir DIR] [--seed 0] [--families a,b]
+
+``--families`` runs only those families (same cases as in a full run with the same seed and
+--cases: each family's seed does not depend on which others run), e.g. to split a run over
+two processes.
 
 Prints one JSON object per family and a final one with the totals (STYLE §9); the exit code
 is 1 when any case violated the contract (their command lines are in "violations").
@@ -58,7 +62,11 @@ def main() -> None:
     parser.add_argument("--cases", type=int, default=1000)
     parser.add_argument("--workdir", type=Path, default=None)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--families", default=",".join(MIX), help="comma-separated subset")
     args = parser.parse_args()
+    chosen = [f for f in args.families.split(",") if f]
+    if not chosen or set(chosen) - set(MIX):
+        parser.error(f"--families: choose among {', '.join(MIX)}")
 
     import jax
     from hypothesis import HealthCheck, given, seed, settings
@@ -81,6 +89,8 @@ def main() -> None:
     violations: list[str] = []
 
     for i, (family, share) in enumerate(MIX.items()):
+        if family not in chosen:
+            continue
         n = max(1, round(args.cases * share))
         started = time.perf_counter()
 
@@ -104,6 +114,7 @@ def main() -> None:
     total = sum(ws.outcomes.values())
     print(json.dumps({
         "name": "fuzz_cli",
+        "families": chosen,
         "cases": total,
         "outcomes": dict(ws.outcomes),
         "violations": len(violations),
