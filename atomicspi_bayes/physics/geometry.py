@@ -26,6 +26,7 @@ import jax.numpy as jnp
 from jax import Array
 
 __all__ = [
+    "align_rotation_sets",
     "axis_angle_to_matrix",
     "euler_to_matrix",
     "geodesic_angle",
@@ -192,6 +193,20 @@ def geodesic_angle(r1: Array, r2: Array) -> Array:
                       m[..., 1, 0] - m[..., 0, 1]], axis=-1)  # fmt: skip
     sin = jnp.linalg.norm(skew, axis=-1) / 2.0
     return jnp.arctan2(sin, cos)
+
+
+@jax.jit
+def align_rotation_sets(predicted: Array, true: Array) -> Array:
+    """``G @ predicted`` for the one rotation G that best maps ``predicted`` onto ``true``.
+
+    Poses inferred against a reference are defined up to that reference's frame; G maximises
+    ``Σ_n tr(trueₙᵀ G predictedₙ)`` (orthogonal Procrustes with det G = +1). Shapes
+    ``(N, 3, 3)``; compare afterwards with :func:`geodesic_angle`.
+    """
+    u, _, vt = jnp.linalg.svd(jnp.einsum("nij,nkj->ik", true, predicted))
+    flip = jnp.sign(jnp.linalg.det(u @ vt))
+    g = u @ jnp.diag(jnp.array([1.0, 1.0, 1.0]).at[2].set(flip)) @ vt
+    return jnp.einsum("ij,njk->nik", g, predicted)
 
 
 @jax.jit

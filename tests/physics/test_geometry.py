@@ -119,6 +119,19 @@ def test_geodesic_angle():
         np.testing.assert_allclose(g.geodesic_angle(r1, r2), ang, atol=2e-4)
 
 
+def test_align_rotation_sets_undoes_a_global_frame_change_and_keeps_per_pose_errors():
+    true = g.random_rotations(KEY, 64)
+    frame = g.axis_angle_to_matrix(jnp.array([0.4, -1.1, 0.7]))
+    np.testing.assert_allclose(g.align_rotation_sets(frame @ true, true), true, atol=1e-5)
+    # a 5° error about a random axis on every pose survives the alignment (G absorbs only
+    # their mean, ~5°/sqrt(64))
+    axes = jax.random.normal(jax.random.key(5), (64, 3))
+    tilt = g.axis_angle_to_matrix(np.radians(5.0) * axes / jnp.linalg.norm(axes, axis=-1)[:, None])
+    aligned = g.align_rotation_sets(frame @ true @ tilt, true)
+    errors = np.degrees(g.geodesic_angle(aligned, true))
+    assert abs(np.median(errors) - 5.0) < 0.5 and errors.min() > 3.5 and errors.max() < 6.5
+
+
 def test_sixd():
     mats = g.random_rotations(KEY, 50)
     np.testing.assert_allclose(g.sixd_to_matrix(g.matrix_to_sixd(mats)), mats, atol=2e-6)
