@@ -78,7 +78,7 @@ def sbc_rank_figure(result: Any, *, max_panels: int = 6) -> Figure:
     names = result.names[:max_panels]
     s, n_bins = result.n_sims, result.n_bins
     lo, hi = stats.binom.ppf([0.005, 0.995], s, 1.0 / n_bins)
-    fig = _figure(min(3.4 * len(names) + 0.6, 14.0), 3.2)
+    fig = _figure(min(max(3.4 * len(names) + 0.6, 5.6), 14.0), 3.2)
     axes = np.atleast_1d(fig.subplots(1, len(names), sharey=True))
     edges = np.linspace(0.0, 1.0, n_bins + 1)
     for j, (ax, name) in enumerate(zip(axes, names, strict=True)):
@@ -94,7 +94,7 @@ def sbc_rank_figure(result: Any, *, max_panels: int = 6) -> Figure:
         _tidy(ax, grid=False)
     axes[0].set_ylabel("simulations per bin")
     fig.suptitle(
-        f"SBC rank histograms ({s:,} simulations; grey: 99 % band of a uniform histogram)",
+        f"SBC rank histograms ({s:,} simulations)\ngrey: 99 % band of a uniform histogram",
         fontsize=10,
     )
     return fig
@@ -137,7 +137,7 @@ def posterior_sd_figure(z_sd: np.ndarray, prior_sd: float = 1.0) -> Figure:
         _tidy(ax)
     axes[0].set_ylabel("particles")
     axes[0].legend(fontsize=8, frameon=False)
-    fig.suptitle("Per-particle posterior widths (q(z | y))", fontsize=11)
+    fig.suptitle("Per-particle posterior widths", fontsize=11)
     return fig
 
 
