@@ -174,9 +174,15 @@ def fit(
     resume: bool = typer.Option(False, "--resume", help="Continue from RUN/checkpoints."),
     force: bool = typer.Option(False, "--force", help="Overwrite a finished run."),
     progress: bool = typer.Option(True, "--progress/--quiet", help="Show a progress bar."),
+    devices: int = typer.Option(None, "--devices", help="Devices sharing each batch."),
+    coordinator: str = typer.Option(
+        None, "--coordinator", help="host:port of process 0 (multi-process job)."
+    ),
+    num_processes: int = typer.Option(None, "--num-processes", help="Processes in the job."),
+    process_id: int = typer.Option(None, "--process-id", help="This process's rank (0..P-1)."),
 ) -> None:
     """Fit conformations (and poses) of particle images to an atomic reference by SVI."""
-    from atomicspi_bayes.inference import Interrupted
+    from atomicspi_bayes.inference import Interrupted, enable_compilation_cache
     from atomicspi_bayes.pipeline import FitConfig, read_fit_config
     from atomicspi_bayes.pipeline import fit as run_fit
 
@@ -184,8 +190,11 @@ def fit(
     cfg = cfg.replace(
         latent_dim=latent_dim, poses=poses, epochs=epochs, batch_size=batch_size,
         coarse_grained=coarse_grained, n_modes=n_modes, resolution=resolution, seed=seed,
-        resume=resume or None, force=force or None,
+        resume=resume or None, force=force or None, devices=devices, coordinator=coordinator,
+        num_processes=num_processes, process_id=process_id,
     )  # fmt: skip
+    if cfg.num_processes == 1:  # a multi-process job compiles its own (cross-process) steps
+        enable_compilation_cache()
     if modality == "xray":
         _fit_xray(particles, structure, out, cfg, config, topology, progress)
         return
@@ -203,9 +212,10 @@ def fit(
             f"warning: {result.n_excluded} particles with NaN/inf or constant images were "
             "excluded", markup=False, highlight=False,
         )  # fmt: skip
+    wrote = f"wrote {result.run_dir}" if cfg.process_id == 0 else "process 0 writes the run"
     console.print(
         f"fit: {result.n_particles} particles, ELBO {result.elbo[0]:.6g} -> "
-        f"{result.elbo[-1]:.6g}, {result.items_per_s:.0f} particles/s; wrote {result.run_dir}"
+        f"{result.elbo[-1]:.6g}, {result.items_per_s:.0f} particles/s; {wrote}"
     )
 
 

@@ -8,6 +8,7 @@ jax and backend version); it only saves compile time.
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 import os
 from pathlib import Path
@@ -36,8 +37,8 @@ def enable_compilation_cache(directory: str | os.PathLike | None = None) -> Path
     Left as it is when ``ATOMICSPI_NO_JAX_CACHE`` is set (not ``0``) or when a cache folder
     is already configured (``JAX_COMPILATION_CACHE_DIR`` or ``jax.config``: the user's
     choice wins). Every compilation is cached (also the sub-second ones that dominate a
-    fit's start-up), up to 2 GiB. A folder that cannot be created leaves the cache off
-    (logged), never fails the run.
+    fit's start-up), up to 2 GiB (least recently used evicted; needs ``filelock``). A
+    folder that cannot be created leaves the cache off (logged), never fails the run.
 
     Args:
         directory: cache folder (default :func:`default_cache_dir`).
@@ -59,6 +60,7 @@ def enable_compilation_cache(directory: str | os.PathLike | None = None) -> Path
     jax.config.update("jax_compilation_cache_dir", str(folder))
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
     jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
-    jax.config.update("jax_compilation_cache_max_size", _MAX_BYTES)
+    if importlib.util.find_spec("filelock") is not None:  # JAX's eviction needs it
+        jax.config.update("jax_compilation_cache_max_size", _MAX_BYTES)
     logger.debug("persistent compilation cache in %s", folder)
     return folder

@@ -102,6 +102,14 @@ class FitConfig:
         nuts_subset: particles in a NUTS gold-standard run after SVI (0 = none).
     Run control:
         resume: continue from RUN/checkpoints.  force: overwrite a finished RUN.
+        devices: devices of the data-parallel mesh (batch split over them, parameters
+            replicated; the batch size must be a multiple). In a multi-process job the
+            mesh spans all global devices: give 1 (= all) or their global count.
+        coordinator: ``"host:port"`` of process 0 in a multi-process job ("" = one process).
+        num_processes, process_id: P and this process's rank; each process reads only
+            its rows of every minibatch, process 0 alone writes the run folder.
+        (devices and the process settings do not enter the run's fingerprint: a run can
+        resume on another device count.)
     """
 
     latent_dim: int = 1
@@ -138,6 +146,10 @@ class FitConfig:
     nuts_subset: int = 0
     resume: bool = False
     force: bool = False
+    devices: int = 1
+    coordinator: str = ""
+    num_processes: int = 1
+    process_id: int = 0
 
     def __post_init__(self) -> None:
         def need(ok: bool, what: str) -> None:
@@ -182,6 +194,15 @@ class FitConfig:
         need(self.n_draws >= 1, f"n_draws must be >= 1, got {self.n_draws}")
         need(self.n_ensemble >= 2, f"n_ensemble must be >= 2, got {self.n_ensemble}")
         need(self.nuts_subset >= 0, f"nuts_subset must be >= 0, got {self.nuts_subset}")
+        need(self.devices >= 1, f"devices must be >= 1, got {self.devices}")
+        need(
+            self.num_processes >= 1 and 0 <= self.process_id < self.num_processes,
+            f"process_id {self.process_id} must be in [0, num_processes={self.num_processes})",
+        )
+        need(
+            self.num_processes == 1 or bool(self.coordinator),
+            f"num_processes={self.num_processes} needs a coordinator 'host:port'",
+        )
 
     @property
     def encoder_kind(self) -> str:
@@ -772,6 +793,47 @@ def _star_columns(z_mean: np.ndarray, z_sd: np.ndarray) -> dict[str, np.ndarray]
     return {"atomicspiLatentMean": z_mean, "atomicspiLatentSd": z_sd}
 
 
+_NOT_FINGERPRINTED = ("resume", "force", "devices", "coordinator", "num_processes", "process_id")
+_READER = FitConfig(resume=True)  # run-folder view of processes > 0: never clear, never refuse
+
+
+def _join_processes(cfg: FitConfig) -> bool:
+    """Join the multi-process job of ``cfg`` (if any); True for the process that writes."""
+    if cfg.num_processes > 1:
+        from atomicspi_bayes.inference import initialize_distributed
+
+        initialize_distributed(cfg.coordinator, cfg.num_processes, cfg.process_id)
+    return jax.process_index() == 0
+
+
+def _mesh_devices(cfg: FitConfig, batch_size: int) -> int:
+    """Devices of the SVI mesh: ``cfg.devices``, all global ones in a multi-process job."""
+    devices = cfg.devices
+    if jax.process_count() > 1 and devices == 1:
+        devices = jax.device_count()
+    if batch_size % devices:
+        raise ConfigError(
+            f"batch size {batch_size} is not a multiple of {devices} devices; choose "
+            f"--batch-size {max(devices, batch_size - batch_size % devices)} or other --devices"
+        )
+    return devices
+
+
+def _process_batch_fn(problem: FitProblem):
+    """``problem.batch_fn``, or in a multi-process job this process's rows of each batch."""
+    if jax.process_count() == 1:
+        return problem.batch_fn
+    from atomicspi_bayes.inference import process_slice
+
+    rows = process_slice(problem.batch_size)
+
+    def batch_fn(step: int):
+        positions = problem.dataset.batch_indices(problem.cfg.seed, problem.batch_size, step)
+        return problem.batch(positions[rows])
+
+    return batch_fn
+
+
 def fit(
     particles_path: str | Path,
     structure_path: str | Path,
@@ -803,9 +865,10 @@ def fit(
 
     cfg = cfg if cfg is not None else FitConfig()
     out_dir = Path(out_dir)
-    _prepare_run_dir(out_dir, cfg)
+    writer = _join_processes(cfg)
+    _prepare_run_dir(out_dir, cfg if writer else _READER)
     problem = build_problem(particles_path, structure_path, cfg, topology=topology)
-    _clear_run_dir(out_dir, cfg)
+    _clear_run_dir(out_dir, cfg if writer else _READER)
     n = problem.n_particles
     num_steps = cfg.epochs * problem.steps_per_epoch
     run_facts = {
@@ -820,7 +883,8 @@ def fit(
     }
     if topology is not None:
         run_facts["topology"] = str(Path(topology).resolve())
-    write_fit_config(out_dir / "config.toml", cfg, run_facts)
+    if writer:
+        write_fit_config(out_dir / "config.toml", cfg, run_facts)
 
     svi_cfg = SVIConfig(
         num_steps=num_steps,
@@ -829,20 +893,28 @@ def fit(
         warmup_steps=min(cfg.warmup_steps, num_steps - 1),
         clip_norm=cfg.grad_clip,
         checkpoint_every=cfg.checkpoint_every,
-        progress=progress,
+        progress=progress and writer,
+        devices=_mesh_devices(cfg, problem.batch_size),
     )
-    numeric = {k: v for k, v in cfg.to_dict().items() if k not in ("resume", "force")}
+    numeric = {k: v for k, v in cfg.to_dict().items() if k not in _NOT_FINGERPRINTED}
     fingerprint = config_fingerprint({"fit": numeric, **run_facts})
     key = jax.random.PRNGKey(cfg.seed)
     k_svi, k_draws, k_nuts = jax.random.split(jax.random.fold_in(key, 1), 3)
     if not (cfg.resume and list((out_dir / "checkpoints").glob("ckpt_*.npz"))):
         problem = pretrain_poses(problem)  # a resumed run takes its encoder from the checkpoint
     result = run_svi(
-        k_svi, problem.model, problem.guide, problem.batch_fn, svi_cfg,
+        k_svi, problem.model, problem.guide, _process_batch_fn(problem), svi_cfg,
         checkpoint_dir=out_dir / "checkpoints", resume=cfg.resume, overwrite=cfg.force,
         fingerprint=fingerprint,
     )  # fmt: skip
     params = result.params
+    if not writer:  # process 0 encodes the particles and writes every output
+        return FitResult(
+            run_dir=out_dir, n_particles=n, n_excluded=problem.n_excluded,
+            z_mean=np.zeros((0, cfg.latent_dim)), z_sd=np.zeros((0, cfg.latent_dim)),
+            elbo=-np.asarray(result.losses, dtype=np.float64), params=params,
+            items_per_s=result.items_per_s, resumed_from=result.resumed_from, problem=problem,
+        )  # fmt: skip
     elbo = -np.asarray(result.losses, dtype=np.float64)
 
     enc = encode_all(problem, params)
