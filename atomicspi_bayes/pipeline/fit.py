@@ -8,6 +8,9 @@ minibatches read from the memory-mapped stack, then write the run directory:
     RUN/config.toml     every setting used ([fit]) and run facts ([run])
     RUN/checkpoints/    engine checkpoints (resume with --resume)
     RUN/latents.npz     z_mean (N, D), z_sd (N, D), z_draws (S, N, D), particle_index (N,)
+                        (the reported posterior: refined by default, see ``posterior``),
+                        z_mean_amortized, z_sd_amortized (N, D) (the encoder's q),
+                        posterior_method ("grid" | "importance" | "amortized"), ess (N,)
                         (+ rotation_mean (N,3,3), rotation_sd (N,3), shift_mean (N,2),
                         shift_sd (N,2) with amortized poses)
     RUN/elbo.npy        (T,) ELBO of every optimisation step (= -loss; higher is better)
@@ -74,11 +77,15 @@ class FitConfig:
         elastic_cutoff: Å, cutoff of the springs of the elastic prior (short: local
             geometry is kept while domains move rigidly).
         decoder_hidden: hidden widths of the z -> amplitudes MLP (empty: linear decoder).
+        mode_preconditioning: exponent p of the decoder's per-mode output scale
+            ``(λ_1/λ_k)^p`` (soft modes move faster under the optimiser; 0: all alike).
         z_prior: ``"normal"`` (N(0, I)) or ``"mixture"`` (learnable Gaussian mixture).
         n_mixture: components of the mixture prior.
         resolution: Å, likelihood uses Fourier coefficients with |k| <= 1/resolution.
         learn_noise: learn the noise level per optics group (else fixed at its estimate).
-        elastic_weight: γ/kT of the elastic-network prior on decoded Cα distances (kT/Å²).
+        elastic_weight: γ/kT of the elastic-network prior on decoded Cα distances (kT/Å²),
+            a factor per particle: at 0.05 the closed AdK end of the DIMS path costs
+            ~100 kT per particle and the decoded path stopped short of it; 0.005: ~10 kT.
         mode_weight: multiplies the harmonic ANM log-prior of the amplitudes (1/kT_eff).
         bond_weight: multiplies the Cα-Cα bond log-prior of the decoded beads.
         clash_weight: multiplies the Cα clash log-prior of the decoded beads.
@@ -100,6 +107,9 @@ class FitConfig:
         n_draws: S posterior draws per particle in latents.npz / posterior.nc.
         n_ensemble: structures along the latent in ensemble.pdb.
         nuts_subset: particles in a NUTS gold-standard run after SVI (0 = none).
+        posterior: ``"refined"`` (per-particle exact grid posterior for fixed poses and
+            D <= 2, else importance sampling with the widened q; ``atomicspi_bayes.posterior``)
+            or ``"amortized"`` (the encoder's q as is) in latents.npz / posterior.nc / STAR.
     Run control:
         resume: continue from RUN/checkpoints.  force: overwrite a finished RUN.
         devices: devices of the data-parallel mesh (batch split over them, parameters
@@ -119,13 +129,14 @@ class FitConfig:
     anm_cutoff: float = 15.0
     elastic_cutoff: float = 7.0
     decoder_hidden: tuple[int, ...] = (64, 64)
+    mode_preconditioning: float = 0.25
     z_prior: str = "normal"
     n_mixture: int = 4
     resolution: float = 6.0
     learn_noise: bool = True
-    elastic_weight: float = 0.05
+    elastic_weight: float = 0.005
     mode_weight: float = 0.0
-    bond_weight: float = 1.0
+    bond_weight: float = 0.2
     clash_weight: float = 0.0
     shift_prior_sd: float = 3.0
     encoder: str = "auto"
@@ -144,6 +155,7 @@ class FitConfig:
     n_draws: int = 100
     n_ensemble: int = 10
     nuts_subset: int = 0
+    posterior: str = "refined"
     resume: bool = False
     force: bool = False
     devices: int = 1
@@ -172,7 +184,8 @@ class FitConfig:
             math.isfinite(self.resolution) and self.resolution > 0,
             f"resolution must be a positive number of Å, got {self.resolution}",
         )
-        for name in ("elastic_weight", "mode_weight", "bond_weight", "clash_weight"):
+        for name in ("elastic_weight", "mode_weight", "bond_weight", "clash_weight",
+                     "mode_preconditioning"):  # fmt: skip
             value = getattr(self, name)
             need(math.isfinite(value) and value >= 0, f"{name} must be >= 0, got {value}")
         need(self.shift_prior_sd > 0, f"shift_prior_sd must be > 0 Å, got {self.shift_prior_sd}")
@@ -194,6 +207,10 @@ class FitConfig:
         need(self.n_draws >= 1, f"n_draws must be >= 1, got {self.n_draws}")
         need(self.n_ensemble >= 2, f"n_ensemble must be >= 2, got {self.n_ensemble}")
         need(self.nuts_subset >= 0, f"nuts_subset must be >= 0, got {self.nuts_subset}")
+        need(
+            self.posterior in ("refined", "amortized"),
+            f"posterior must be 'refined' or 'amortized', got {self.posterior!r}",
+        )
         need(self.devices >= 1, f"devices must be >= 1, got {self.devices}")
         need(
             self.num_processes >= 1 and 0 <= self.process_id < self.num_processes,
@@ -556,7 +573,7 @@ def build_problem(
             n_modes,
             cfg.decoder_hidden,
             key=k_decoder,
-            mode_scale=np.sqrt(modes.eigenvalues[0] / modes.eigenvalues),
+            mode_scale=(modes.eigenvalues[0] / modes.eigenvalues) ** cfg.mode_preconditioning,
         ),
     )
     problem = FitProblem(
@@ -918,29 +935,27 @@ def fit(
     elbo = -np.asarray(result.losses, dtype=np.float64)
 
     enc = encode_all(problem, params)
-    z_mean, z_sd = enc["z_mean"], enc["z_sd"]
-    eps = np.asarray(jax.random.normal(k_draws, (cfg.n_draws, *z_mean.shape)))
-    z_draws = (z_mean[None] + z_sd[None] * eps).astype(np.float32)
+    from atomicspi_bayes.posterior import reported_posterior
+
+    post = reported_posterior(k_draws, problem, params, enc, kind=cfg.posterior,
+                              n_draws=cfg.n_draws)  # fmt: skip
+    z_mean, z_sd, z_draws = post["z_mean"], post["z_sd"], post["z_draws"]
+    rotation_draws, shift_draws = post["rotation_draws"], post["shift_draws"]
     latents = {
         "z_mean": z_mean, "z_sd": z_sd, "z_draws": z_draws, "particle_index": problem.rows,
+        "z_mean_amortized": post["z_mean_amortized"], "z_sd_amortized": post["z_sd_amortized"],
+        "posterior_method": np.asarray(post["posterior_method"]), "ess": post["ess"],
     }  # fmt: skip
-    rotation_draws = shift_draws = None
     if cfg.poses == "amortized":
-        from atomicspi_bayes.model import TangentNormalSO3
-
         latents.update({k: enc[k] for k in ("rotation_mean", "rotation_sd", "shift_mean",
                                              "shift_sd")})  # fmt: skip
-        k_rot, k_shift = jax.random.split(jax.random.fold_in(k_draws, 1))
-        q_rot = TangentNormalSO3(enc["rotation_mean"], enc["rotation_sd"])
-        rotation_draws = np.asarray(q_rot.sample(k_rot, (cfg.n_draws,)))
-        shift_draws = enc["shift_mean"][None] + enc["shift_sd"][None] * np.asarray(
-            jax.random.normal(k_shift, (cfg.n_draws, n, 2))
-        )
 
     _save_npy(out_dir / "elbo.npy", elbo)
     idata = posterior_inference_data(
         z_draws, z_mean, z_sd, problem.rows, elbo,
         rotation_draws=rotation_draws, shift_draws=shift_draws,
+        z_mean_amortized=post["z_mean_amortized"], z_sd_amortized=post["z_sd_amortized"],
+        ess=post["ess"], posterior_method=post["posterior_method"],
     )  # fmt: skip
     write_posterior(out_dir / "posterior.nc", idata)
     star_meta = _kept_metadata(problem, enc)
