@@ -171,6 +171,9 @@ def fit(
     resolution: float = typer.Option(None, "--resolution", help="Å, highest frequency fitted."),
     seed: int = typer.Option(None, "--seed", help="Random seed.", callback=_checked_seed),
     modality: str = typer.Option("cryoem", "--modality", help="cryoem or xray (photons)."),
+    posterior: str = typer.Option(
+        None, "--posterior", help="refined (per-particle exact/IS, default) or amortized."
+    ),
     resume: bool = typer.Option(False, "--resume", help="Continue from RUN/checkpoints."),
     force: bool = typer.Option(False, "--force", help="Overwrite a finished run."),
     progress: bool = typer.Option(True, "--progress/--quiet", help="Show a progress bar."),
@@ -190,7 +193,8 @@ def fit(
     cfg = cfg.replace(
         latent_dim=latent_dim, poses=poses, epochs=epochs, batch_size=batch_size,
         coarse_grained=coarse_grained, n_modes=n_modes, resolution=resolution, seed=seed,
-        resume=resume or None, force=force or None, devices=devices, coordinator=coordinator,
+        posterior=posterior, resume=resume or None, force=force or None, devices=devices,
+        coordinator=coordinator,
         num_processes=num_processes, process_id=process_id,
     )  # fmt: skip
     if cfg.num_processes == 1:  # a multi-process job compiles its own (cross-process) steps
@@ -375,10 +379,10 @@ def calibrate(
     draws: int = typer.Option(99, "--draws", help="Posterior draws per simulation."),
     seed: int = typer.Option(0, "--seed", help="Random seed.", callback=_checked_seed),
     guide_scale: float = typer.Option(
-        None, "--guide-scale", help="Rescale the guide's sds (e.g. 0.5: a miscalibrated check)."
+        None, "--guide-scale", help="Shrink the posterior spread (0.5: a miscalibrated check)."
     ),
 ) -> None:
-    """Simulation-based calibration of the amortized posterior -> RUN/calibration/."""
+    """Simulation-based calibration of the run's reported posterior -> RUN/calibration/."""
     from rich.table import Table
 
     from atomicspi_bayes.diagnostics import calibrate_run
