@@ -168,3 +168,16 @@ def test_sampler_and_method_resolution():
         resolve_method(ModelConfig(latent_dim=3), "grid")
     with pytest.raises(ConfigError, match="refine method"):
         resolve_method(ModelConfig(), "nuts")
+
+
+def test_fit_config_posterior_setting(tmp_path):
+    from atomicspi_bayes.pipeline import FitConfig, read_fit_config
+
+    assert FitConfig().posterior == "refined"
+    path = tmp_path / "fit.toml"
+    path.write_text('[fit]\nposterior = "amortized"\nlatent_dim = 2\n')
+    cfg = read_fit_config(path)
+    assert cfg.posterior == "amortized" and cfg.latent_dim == 2
+    path.write_text('posterior = "exact"\n')
+    with pytest.raises(ConfigError, match="posterior must be 'refined' or 'amortized'"):
+        read_fit_config(path)
