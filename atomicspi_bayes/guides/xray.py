@@ -17,8 +17,8 @@ invariant; the guide is local around one member of the pair, found by the orient
 Guide (per particle ``i``, parameters indexed by the plate's subsample):
 ``q(z_i) = N(z_loc_i, diag z_scale_i²)`` and
 ``q(A_i) = TangentNormalSO3(exp([ω_i]×) A0_i, rotation_scale_i)`` around the search result
-``A0_i`` (in the batch). Cost per pattern: ``P · N`` phases (``P`` scored pixels,
-``N`` scatterers), see ``physics.xray``.
+``A0_i`` (in the batch; ``ω_i = 0`` unless ``XrayStatic.learn_rotation``). Cost per
+pattern: ``P · N`` phases (``P`` scored pixels, ``N`` scatterers), see ``physics.xray``.
 """
 
 from __future__ import annotations
@@ -89,6 +89,8 @@ class XrayStatic:
         n_particles: N, size of the plate.
         z_init: ``(N, D)`` initial ``z_loc`` of the guide (small random: breaks symmetry).
         rotation_scale_init: rad, initial sd of ``q(A_i)``.
+        learn_rotation: also learn the mode of ``q(A_i)`` (offset ``ω_i``); otherwise it
+            stays at the search result and only its spread is learned.
     """
 
     x0_nodes: np.ndarray
@@ -108,6 +110,7 @@ class XrayStatic:
     n_particles: int
     z_init: np.ndarray
     rotation_scale_init: float = 0.03
+    learn_rotation: bool = False
 
     @property
     def n_nodes(self) -> int:
@@ -154,7 +157,9 @@ def xray_guide(batch: XrayBatch, cfg: ModelConfig, static: XrayStatic) -> None:
     z_scale = numpyro.param(
         "z_scale", jnp.full((n, d), 0.3, jnp.float32), constraint=constraints.positive
     )
-    omega = numpyro.param("rotation_delta", jnp.zeros((n, 3), jnp.float32))
+    omega = jnp.zeros((n, 3), jnp.float32)
+    if static.learn_rotation:
+        omega = numpyro.param("rotation_delta", omega)
     rot_scale = numpyro.param(
         "rotation_scale",
         jnp.full((n, 3), static.rotation_scale_init, jnp.float32),

@@ -252,6 +252,9 @@ class OrientationFit(NamedTuple):
         grid_rotations: ``(B, 3, 3)`` best grid pose before refinement.
         runner_up_gap: ``(B,)`` log-likelihood gap to the best refined candidate more than
             10° (modulo the two-fold) away: small gaps flag ambiguous patterns.
+        model_loglik: ``(B, C)`` map log-likelihood of every model at the best pose refined
+            under that model (profile likelihood of the conformation; uniform prior over the
+            models gives ``softmax(model_loglik)`` as their posterior).
     """
 
     rotations: np.ndarray
@@ -259,6 +262,7 @@ class OrientationFit(NamedTuple):
     loglik: np.ndarray
     grid_rotations: np.ndarray
     runner_up_gap: np.ndarray
+    model_loglik: np.ndarray
 
 
 def _top_k_scan(imap, k, factor, counts, grid, fluence, background, top_k, chunk):
@@ -398,6 +402,15 @@ def search_orientations(
         )
 
     refine_block = jax.jit(jax.vmap(refine_one))
+    n_models = imap.values.shape[0]
+
+    def per_model(key_i, c, rot):
+        starts = jnp.broadcast_to(rot, (n_models, 3, 3))
+        return refine_rotations(
+            key_i, imap, k, factor, c, starts, fluence, background, jnp.arange(n_models), **opts
+        )[1]
+
+    per_model_block = jax.jit(jax.vmap(per_model))
 
     rots_all, ll_all, mod_all, grid_best = [], [], [], []
     for start in range(0, b, block):
@@ -420,6 +433,13 @@ def search_orientations(
     best_rot, best_ll = rots[rows, j], ll[rows, j]
     far = np.asarray(twofold_angle(jnp.asarray(rots), jnp.asarray(best_rot)[:, None]))
     runner = np.where(far > math.radians(10.0), ll, -np.inf).max(axis=1)
+    model_ll = np.zeros((b, n_models))
+    for start in range(0, b, block):
+        idx = np.arange(start, min(start + block, b))
+        sel = np.concatenate([idx, np.full(block - idx.size, idx[-1])])
+        keys = jax.random.split(jax.random.fold_in(key, b + start), block)
+        out = per_model_block(keys, jnp.asarray(counts[sel]), jnp.asarray(best_rot[sel]))
+        model_ll[idx] = np.asarray(out)[: idx.size]
     return OrientationFit(
-        best_rot, mods[rows, j], best_ll, np.concatenate(grid_best), best_ll - runner
+        best_rot, mods[rows, j], best_ll, np.concatenate(grid_best), best_ll - runner, model_ll
     )

@@ -64,12 +64,21 @@ class XrayFitConfig:
         search_amplitude: ... by ``±a/2`` and ``±a`` Å RMSD; each pattern's best
             deformation also initialises its ``z`` (first principal axis of the chosen
             amplitudes).
+        template: optional structure file of another state with the reference's atoms
+            (e.g. the open crystal structure when the reference is closed). Then the first
+            search scores ``n_search_conformations`` structures interpolated linearly between
+            the reference and the template (superposed) instead of ANM deformations, and the
+            chosen position along it initialises each pattern's ``z``. Relative paths are
+            taken from the working directory.
         search_rounds: 1 (search, then SVI) or 2 (+ search over conformations decoded
             along the learned latent, then SVI again).
         n_search_conformations: structures along the latent in the second search.
         background: mean background photons per binned pixel added to the model on top of
             the dataset's own (> 0 keeps ``log μ`` finite).
         svi_rounds_split: fraction of the SVI steps spent before the second search.
+        learn_rotation: let the SVI move each pose's mode away from the search result
+            (residue beads at ``resolution``: less accurate than the all-atom search maps,
+            so off by default; the SVI then learns only each pose's spread).
     """
 
     bin_factor: int = 2
@@ -80,9 +89,11 @@ class XrayFitConfig:
     search_modes: int = 2
     search_amplitude: float = 6.0
     search_rounds: int = 1
+    template: str = ""
     n_search_conformations: int = 3
     background: float = 1e-3
     svi_rounds_split: float = 0.5
+    learn_rotation: bool = False
 
     def __post_init__(self) -> None:
         def need(ok: bool, what: str) -> None:
@@ -139,6 +150,11 @@ def read_xray_fit_config(path: str | Path) -> XrayFitConfig:
     values = {}
     for name, value in table.items():
         kind = type(known[name].default)
+        if kind is bool:
+            if not isinstance(value, bool):
+                raise ConfigError(f"{path}: xray.{name} must be true or false, got {value!r}")
+            values[name] = value
+            continue
         if isinstance(value, bool) or not isinstance(value, int | float | str):
             raise ConfigError(f"{path}: xray.{name} has the wrong type ({value!r})")
         if kind is int and not isinstance(value, int):
@@ -164,6 +180,9 @@ class XrayFitResult:
         params: learned parameters.  items_per_s: SVI patterns per second.
         mean_photons: mean photons per pattern of the data.
         timings: wall seconds per stage.
+        search: the first search's posterior over its structures: ``search_weights (N, C)``,
+            ``search_coordinates (C, M)`` (ANM amplitudes in Å RMSD, or the path position in
+            [0, 1] with a template), ``search_mean (N, M)``, ``search_sd (N, M)``.
     """
 
     run_dir: Path
@@ -177,6 +196,7 @@ class XrayFitResult:
     items_per_s: float
     mean_photons: float
     timings: dict
+    search: dict
 
 
 def _dataset_folder(particles_path: Path) -> Path:
@@ -349,6 +369,29 @@ def _search_amplitudes(xcfg: XrayFitConfig, n_modes: int) -> np.ndarray:
     return np.asarray(rows, np.float32)
 
 
+def _template_path(setup, xcfg: XrayFitConfig, topology):
+    """``(C, 1)`` path positions in [0, 1] and ``(C, A, 3)`` kept-atom structures (centred)
+    interpolated linearly between the reference and ``xcfg.template`` superposed onto it."""
+    from atomicspi_bayes.io import load_structure
+
+    other = load_structure(xcfg.template, topology)
+    if other.n_atoms != setup.reference.n_atoms or list(other.elements) != list(
+        setup.reference.elements
+    ):
+        raise InputFormatError(
+            f"{xcfg.template}: template has {other.n_atoms} atoms / other elements than the "
+            f"reference ({setup.reference.n_atoms}); give the same molecule in another state"
+        )
+    ref = np.asarray(setup.atoms.coords, np.float64)
+    xyz = np.asarray(other.coords, np.float64)[setup.atom_keep]
+    xyz = xyz - xyz.mean(axis=0)
+    u, _, vt = np.linalg.svd(xyz.T @ ref)  # Kabsch: rotate the template onto the reference
+    d = np.sign(np.linalg.det(u @ vt))
+    xyz = xyz @ (u @ np.diag([1.0, 1.0, d]) @ vt)
+    t = np.linspace(0.0, 1.0, xcfg.n_search_conformations)
+    return t[:, None].astype(np.float32), ref[None] + t[:, None, None] * (xyz - ref)[None]
+
+
 def _initial_z(amplitudes: np.ndarray, fallback: np.ndarray) -> np.ndarray:
     """``(N, D)`` z from the chosen search amplitudes ``(N, M)``: standardised scores on the
     first principal axes (``fallback`` where they do not vary)."""
@@ -477,15 +520,29 @@ def fit_xray(
         background=setup.background,
         n_particles=n,
         z_init=0.5 * np.asarray(jax.random.normal(k_z, (n, cfg.latent_dim)), np.float32),
+        learn_rotation=xcfg.learn_rotation,
     )
 
     # round 1: search over the reference and its ANM deformations
     t0 = time.perf_counter()
-    amps = _search_amplitudes(xcfg, int(eig.shape[0]))
-    nodes = setup.nodes[None] + np.einsum("ck,krd->crd", amps, static.mode_vectors[: amps.shape[1]])
-    maps = _maps(setup, xcfg, list(setup.atom_coords(nodes)))
+    if xcfg.template:
+        amps, templates = _template_path(setup, xcfg, topology)
+    else:
+        amps = _search_amplitudes(xcfg, int(eig.shape[0]))
+        vectors = static.mode_vectors[: amps.shape[1]]
+        templates = setup.atom_coords(setup.nodes[None] + np.einsum("ck,krd->crd", amps, vectors))
+    maps = _maps(setup, xcfg, list(templates))
     search = _search(jax.random.fold_in(k_search, 1), setup, xcfg, maps)
-    static = dataclasses.replace(static, z_init=_initial_z(amps[search.models], static.z_init))
+    weights = np.exp(search.model_loglik - search.model_loglik.max(axis=1, keepdims=True))
+    weights /= weights.sum(axis=1, keepdims=True)  # posterior over the search structures
+    chosen = weights @ amps  # (N, M) posterior-mean amplitudes / path position
+    search1 = {
+        "search_weights": weights.astype(np.float32),
+        "search_coordinates": amps.astype(np.float32),
+        "search_mean": chosen.astype(np.float32),
+        "search_sd": np.sqrt(np.maximum(weights @ amps**2 - chosen**2, 0.0)).astype(np.float32),
+    }
+    static = dataclasses.replace(static, z_init=_initial_z(chosen, static.z_init))
     timings["search1_s"] = time.perf_counter() - t0
     logger.info("orientation search 1: %.1f s for %d patterns", timings["search1_s"], n)
 
@@ -549,9 +606,8 @@ def fit_xray(
 
     z_mean = np.asarray(params["z_loc"], np.float32)
     z_sd = np.asarray(params["z_scale"], np.float32)
-    rot_mean = np.asarray(
-        axis_angle_to_matrix(jnp.asarray(params["rotation_delta"])) @ jnp.asarray(rotation0)
-    )
+    delta = params.get("rotation_delta", jnp.zeros((n, 3), jnp.float32))
+    rot_mean = np.asarray(axis_angle_to_matrix(jnp.asarray(delta)) @ jnp.asarray(rotation0))
     rot_sd = np.asarray(params["rotation_scale"], np.float32)
     elbo = -np.concatenate(losses).astype(np.float64)
     eps = np.asarray(jax.random.normal(k_draws, (cfg.n_draws, *z_mean.shape)))
@@ -596,6 +652,7 @@ def fit_xray(
         rotation_mean=rot_mean.astype(np.float32), rotation_sd=rot_sd,
         rotation_search=np.asarray(rotation0, np.float32),
         search_gap=np.asarray(search.runner_up_gap, np.float32),
+        **search1,
     )  # fmt: skip
     logger.info("xray fit finished: %d patterns, final ELBO %.6g", n, elbo[-1])
     return XrayFitResult(
@@ -603,4 +660,5 @@ def fit_xray(
         rotation_search=np.asarray(rotation0), elbo=elbo, params=params,
         items_per_s=float(result.items_per_s), mean_photons=float(setup.photons.mean()),
         timings=timings,
+        search=search1,
     )  # fmt: skip

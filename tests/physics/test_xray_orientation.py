@@ -113,3 +113,32 @@ def test_search_recovers_orientations_of_bright_patterns(adk_beads):
         ]
     )  # fmt: skip
     assert np.mean(fit.loglik >= ll_true - 1.0) >= 0.75
+
+
+@pytest.mark.slow
+def test_search_over_two_conformations_picks_the_one_that_made_the_data(adk_beads):
+    """Open-state (frame 97) patterns scored against closed + open maps choose the open one."""
+    model, frames = load_trajectory(DCD, PSF)
+    xyz = frames[-1] - frames[-1].mean(axis=0)
+    atoms = xray.atomic_scatterers(model.elements, xyz)
+    open_beads = xray.bead_scatterers(atoms, model.residue_index, model.n_residues)
+    geometry = dataclasses.replace(default_xray_geometry(32), distance_mm=70.0)
+    det = xray.detector_arrays(geometry)
+    true = random_rotations(jax.random.key(6), 3)
+    counts, _ = xray.simulate_patterns(jax.random.key(7), open_beads, true, det, 3e6, 1e-3)
+    mask = np.asarray(det.mask).ravel()
+    k = np.asarray(det.k).reshape(-1, 3)[mask]
+    factor = np.asarray(det.pixel_factor).ravel()[mask]
+    c = np.asarray(counts, np.float32).reshape(3, -1)[:, mask]
+    k_max = float(np.linalg.norm(k, axis=1).max())
+    imap = xo.stack_maps(
+        [xo.intensity_map(adk_beads, k_max, 0.004), xo.intensity_map(open_beads, k_max, 0.004)]
+    )
+    fit = xo.search_orientations(
+        jax.random.key(8), imap, k, factor, c, 3e6, 1e-3, n_grid=3000, top_k=3
+    )
+    assert np.all(fit.models == 1), fit.model_loglik
+    assert fit.model_loglik.shape == (3, 2)
+    assert np.all(fit.model_loglik[:, 1] > fit.model_loglik[:, 0] + 3.0), fit.model_loglik
+    err = np.degrees(np.asarray(xo.twofold_angle(jnp.asarray(fit.rotations), true)))
+    assert np.median(err) < 5.0, err
