@@ -162,11 +162,15 @@ def test_cli_calibrate_and_diagnose_on_a_fit_run(fitted, tmp_path):
     fitted_run = fit(
         cs.star, cs.star.parent / "adk_open.pdb", run, cfg.replace(epochs=1, n_draws=10)
     )
+    lat = np.load(run / "latents.npz")
+    assert str(lat["posterior_method"]) == "grid"  # the refined posterior is reported
+    assert lat["z_mean_amortized"].shape == lat["z_mean"].shape == (cs.junk.size, 1)
+    assert not np.allclose(lat["z_mean"], lat["z_mean_amortized"])
     result = CliRunner().invoke(app, ["calibrate", str(run), "--n", "32", "--draws", "19"])
     assert result.exit_code == 0, result.output
     data = json.loads((run / "calibration" / "sbc.json").read_text())
     assert data["n_sims"] == 32 and data["n_draws"] == 19 and "ks_pvalue" in data
-    assert data["posterior"] in ("refined (grid)", "amortized")
+    assert data["posterior"] == "refined (grid)"
     options = DiagnoseOptions(ppc_n=32, ppc_draws=2, gap=2)
     diagnose_run(run, fitted_run.problem, fitted_run.params, options)
     names = {p.name for p in (run / "diagnostics").iterdir()}
