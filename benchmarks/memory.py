@@ -36,6 +36,7 @@ Usage::
     python benchmarks/memory.py                     # 10k vs 100k at 64 px (1.7 GB on disk)
     python benchmarks/memory.py --quick             # 500 vs 5000 at 32 px (CI smoke test)
     python benchmarks/memory.py --box 128           # 128 px (100k: 6.6 GB on disk)
+    python benchmarks/memory.py --sizes 5000 50000 --fit-args="--posterior amortized"
 
 The machine is shared: wall times depend on its load (``load_avg_1min`` is recorded);
 memory figures do not.
@@ -294,7 +295,7 @@ def fit_cmd(star: Path, ref: Path, run: Path, args: argparse.Namespace) -> list[
     cmd = [atomicspi_exe(), "fit", str(star), "--structure", str(ref), "--out", str(run)]
     cmd += ["--epochs", "1", "--batch-size", str(args.batch_size)]
     cmd += ["--resolution", str(args.resolution), "--latent-dim", "1", "--poses", "fixed"]
-    return [*cmd, "--seed", "0", "--quiet", "--force"]
+    return [*cmd, "--seed", "0", "--quiet", "--force", *args.fit_args.split()]
 
 
 def main() -> None:
@@ -315,6 +316,7 @@ def parse_args() -> argparse.Namespace:
     ap.add_argument("--resolution", type=float, default=12.0, help="Å fitted (cheaper steps)")
     ap.add_argument("--poll", type=float, default=0.1, help="RSS sampling period, s")
     ap.add_argument("--workdir", type=Path, default=None, help="default: a temp folder")
+    ap.add_argument("--fit-args", default="", help="more `atomicspi fit` options, one string")
     ap.add_argument("--keep", action="store_true", help="keep the generated data")
     return ap.parse_args()
 
@@ -377,6 +379,7 @@ def run(args: argparse.Namespace) -> dict:
         out["target_ratio"] = 1.2
         out.update(box=box, pixel_size=pixel, n_base=n_base, snr=args.snr)
         out.update(batch_size=args.batch_size, resolution=args.resolution, epochs=1)
+        out.update(fit_args=args.fit_args)
         out.update(machine_info())
         return out
     finally:
