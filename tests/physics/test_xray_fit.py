@@ -56,6 +56,17 @@ def test_bad_xray_fit_settings_are_config_errors(tmp_path):
         read_xray_fit_config(recipe)
 
 
+def test_adk_xray_recipe_reads_both_tables():
+    from pathlib import Path
+
+    from atomicspi_bayes.pipeline import read_fit_config
+
+    recipe = Path(__file__).resolve().parents[2] / "models" / "adk_xray.toml"
+    assert read_fit_config(recipe).resolution == 12.0
+    xcfg = read_xray_fit_config(recipe)
+    assert xcfg.search_model == "atoms" and xcfg.n_grid >= 10000
+
+
 def test_fit_refuses_a_folder_that_is_not_an_xray_dataset(tmp_path):
     (tmp_path / "particles.star").write_text("data_\n")
     with pytest.raises(InputFormatError, match=r"xray\.json"):
