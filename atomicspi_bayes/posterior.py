@@ -93,6 +93,8 @@ class RefineSpec:
         inflate: the proposal's scales are the amortized sds times this factor.
         df: degrees of freedom of the Student-t proposal of z (heavy tails).
         map_batch: grid points / proposals evaluated together inside ``lax.map``.
+        min_ess: in :func:`reported_posterior`, particles whose importance ESS is below
+            this keep the amortized q (a degenerate weighted sample is worse than q).
     """
 
     coarse_points: tuple[int, int] = (121, 41)
@@ -103,6 +105,7 @@ class RefineSpec:
     inflate: float = 2.0
     df: float = 5.0
     map_batch: int = 8
+    min_ess: float = 10.0
 
     def __post_init__(self) -> None:
         if min(self.coarse_points) < 3 or min(self.fine_points) < 3:
@@ -481,7 +484,9 @@ def reported_posterior(
         posterior), ``"z_mean_amortized", "z_sd_amortized"`` ``(N, D)`` (the encoder's q),
         ``"posterior_method"`` (``"amortized"``, ``"grid"`` or ``"importance"``), ``"ess"``
         ``(N,)`` (NaN for amortized), ``"rotation_draws"`` ``(S, N, 3, 3)`` and
-        ``"shift_draws"`` ``(S, N, 2)`` (None with fixed poses)}``.
+        ``"shift_draws"`` ``(S, N, 2)`` (None with fixed poses)}``. With importance
+        refinement, particles with ESS < ``spec.min_ess`` keep the amortized q's moments
+        and draws (their ``ess`` says so).
 
     Raises:
         ConfigError: unknown ``kind``.
@@ -493,27 +498,48 @@ def reported_posterior(
     n = z_mean_q.shape[0]
     amortized_poses = problem.model_cfg.poses == "amortized"
     out = {"z_mean_amortized": z_mean_q, "z_sd_amortized": z_sd_q}
-    if kind == "amortized":
-        eps = np.asarray(jax.random.normal(key, (n_draws, *z_mean_q.shape)))
-        out.update(
-            z_mean=z_mean_q, z_sd=z_sd_q, posterior_method="amortized",
-            z_draws=(z_mean_q[None] + z_sd_q[None] * eps).astype(np.float32),
-            ess=np.full(n, np.nan), rotation_draws=None, shift_draws=None,
-        )  # fmt: skip
-        if amortized_poses:
-            k_rot, k_shift = jax.random.split(jax.random.fold_in(key, 1))
-            q_rot = TangentNormalSO3(enc["rotation_mean"], enc["rotation_sd"])
-            out["rotation_draws"] = np.asarray(q_rot.sample(k_rot, (n_draws,)))
-            out["shift_draws"] = enc["shift_mean"][None] + enc["shift_sd"][None] * np.asarray(
-                jax.random.normal(k_shift, (n_draws, n, 2))
-            )
-        return out
-    refined = refine_posterior(
-        key, problem, params, np.arange(n), n_draws=n_draws, amortized=enc, spec=spec
-    )
+    eps = np.asarray(jax.random.normal(key, (n_draws, *z_mean_q.shape)))
     out.update(
-        z_mean=refined.z_mean, z_sd=np.maximum(refined.z_sd, 1e-6).astype(np.float32),
-        z_draws=refined.z_draws, posterior_method=refined.method, ess=refined.ess,
-        rotation_draws=refined.rotation_draws, shift_draws=refined.shift_draws,
+        z_mean=z_mean_q, z_sd=z_sd_q, posterior_method="amortized",
+        z_draws=(z_mean_q[None] + z_sd_q[None] * eps).astype(np.float32),
+        ess=np.full(n, np.nan), rotation_draws=None, shift_draws=None,
     )  # fmt: skip
+    if amortized_poses:
+        k_rot, k_shift = jax.random.split(jax.random.fold_in(key, 1))
+        q_rot = TangentNormalSO3(enc["rotation_mean"], enc["rotation_sd"])
+        out["rotation_draws"] = np.asarray(q_rot.sample(k_rot, (n_draws,)))
+        out["shift_draws"] = enc["shift_mean"][None] + enc["shift_sd"][None] * np.asarray(
+            jax.random.normal(k_shift, (n_draws, n, 2))
+        )
+    if kind == "amortized":
+        return out
+    spec = spec or RefineSpec()
+    refined = refine_posterior(
+        jax.random.fold_in(key, 2), problem, params, np.arange(n), n_draws=n_draws,
+        amortized=enc, spec=spec,
+    )  # fmt: skip
+    keep = np.ones(n, bool)
+    if refined.method == "importance":
+        keep = refined.ess >= spec.min_ess
+        if not keep.all():
+            logger.warning(
+                "importance refinement: %d of %d particles have ESS < %g and keep the "
+                "amortized q (latents.npz 'ess' tells which)", int((~keep).sum()), n,
+                spec.min_ess,
+            )  # fmt: skip
+
+    def sel(new, old, draws: bool = False):
+        lead = (1,) if draws else ()
+        shape = lead + (n,) + (1,) * (np.ndim(old) - len(lead) - 1)
+        return np.where(keep.reshape(shape), new, old).astype(np.asarray(old).dtype)
+
+    out.update(
+        z_mean=sel(refined.z_mean, out["z_mean"]),
+        z_sd=sel(np.maximum(refined.z_sd, 1e-6), out["z_sd"]),
+        z_draws=sel(refined.z_draws, out["z_draws"], draws=True),
+        posterior_method=refined.method, ess=refined.ess,
+    )  # fmt: skip
+    if amortized_poses:
+        out["rotation_draws"] = sel(refined.rotation_draws, out["rotation_draws"], draws=True)
+        out["shift_draws"] = sel(refined.shift_draws, out["shift_draws"], draws=True)
     return out

@@ -181,3 +181,21 @@ def test_fit_config_posterior_setting(tmp_path):
     path.write_text('posterior = "exact"\n')
     with pytest.raises(ConfigError, match="posterior must be 'refined' or 'amortized'"):
         read_fit_config(path)
+
+
+def test_reported_posterior_keeps_q_where_importance_sampling_degenerates():
+    problem, mean, sd, _ = linear_problem(3, n=16)
+    enc = problem.guide.encode({}, problem.batch(np.arange(16)))
+    enc = {"z_mean": np.asarray(enc.z_mean), "z_sd": np.asarray(enc.z_sd)}
+    spec = RefineSpec(n_proposals=64, inflate=0.05, min_ess=10.0)  # a hopeless proposal
+    out = reported_posterior(jax.random.PRNGKey(6), problem, {}, enc, n_draws=30, spec=spec)
+    low = out["ess"] < 10.0
+    assert out["posterior_method"] == "importance" and low.any()
+    np.testing.assert_array_equal(out["z_mean"][low], enc["z_mean"][low])
+    np.testing.assert_array_equal(out["z_sd"][low], enc["z_sd"][low])
+    assert np.all(out["z_sd"] > 0) and out["z_draws"].shape == (30, 16, 3)
+    good = reported_posterior(
+        jax.random.PRNGKey(6), problem, {}, enc, n_draws=30, spec=RefineSpec(n_proposals=1024)
+    )
+    assert np.all(good["ess"] >= 10.0)
+    assert np.median(np.abs(good["z_mean"] - mean) / sd) < 0.15
