@@ -30,7 +30,7 @@ Public API::
     RefinedPosterior: z_draws (S, N, D), z_mean, z_sd (N, D), ess (N,), edge_mass (N,),
         method, positions (N,) [, rotation_draws (S, N, 3, 3), shift_draws (S, N, 2)]
     RefineSpec(coarse_points=(121, 41), fine_points=(64, 24), coarse_halfwidth=6.0,
-        fine_halfwidth_sd=6.0, n_proposals=256, inflate=2.0, df=5.0, map_batch=8)
+        fine_halfwidth_sd=6.0, n_proposals=256, inflate=2.0, df=5.0, map_batch=8, min_ess=10.0)
     resolve_method(model_cfg, method="auto") -> "grid" | "importance"
     refined_sampler(problem, params, *, method="auto", spec=RefineSpec()) -> RefinedSampler
         RefinedSampler.sample(key, params, batch, n_draws) -> {"z": (n, B, D), ...}
