@@ -19,7 +19,7 @@ from reliability_harness import accepted, subprocess_env
 
 SCALE = float(os.environ.get("ATOMICSPI_CLI_FUZZ_SCALE", "1"))
 # in-process cases per family (inspect is cheap; fit and run-folder cases compile models)
-CASES = {"inspect": 160, "simulate": 50, "fit": 16, "run": 50}
+CASES = {"inspect": 160, "simulate": 30, "fit": 10, "run": 30}
 SUBPROCESS_CASES = 6  # fresh processes: inspect, simulate, damaged DCD trajectories
 
 

@@ -25,7 +25,7 @@ from reliability_harness import TINY_FIT_TOML, cli_command, run_cli, subprocess_
 
 from atomicspi_bayes.inference.checkpoint import list_checkpoints
 
-N_PARTICLES, BATCH, EPOCHS = 64, 8, 12
+N_PARTICLES, BATCH, EPOCHS = 64, 8, 8
 NUM_STEPS = N_PARTICLES // BATCH * EPOCHS
 # (signal, moment): "step" = a random time inside a random later step, "write" = as soon as
 # a checkpoint temp file appears (the process is then writing or renaming it)
