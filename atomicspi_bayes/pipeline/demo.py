@@ -44,6 +44,7 @@ class DemoConfig:
         tilt_kT: F(closed end) - F(open end) in kT (makes the populations unequal).
         epochs: SVI passes over the particles (poses fixed).
         amortized_epochs: passes for the amortized-pose fit (0 skips that stage).
+        pose_pretrain_steps: sleep-phase steps of the pose heads before that fit.
         n_calibration: simulated draws for SBC (0 skips calibration).
         seed: one seed for every stage.
     """
@@ -55,7 +56,8 @@ class DemoConfig:
     barrier_kT: float = 3.0
     tilt_kT: float = 0.8
     epochs: int = 20
-    amortized_epochs: int = 10
+    amortized_epochs: int = 6
+    pose_pretrain_steps: int = 1000
     n_calibration: int = 500
     seed: int = 0
 
@@ -218,7 +220,15 @@ def run_demo(
                 sim_dir / "particles.star",
                 reference,
                 amortized_dir,
-                replace(fit_cfg, poses="amortized", epochs=cfg.amortized_epochs),
+                # the pose fit reports the encoder's q: importance refinement of amortized
+                # poses mostly falls back to q at this SNR (ESS < 10) and costs minutes
+                replace(
+                    fit_cfg,
+                    poses="amortized",
+                    epochs=cfg.amortized_epochs,
+                    pose_pretrain_steps=cfg.pose_pretrain_steps,
+                    posterior="amortized",
+                ),
                 topology=data["topology"],
                 progress=progress,
             )
