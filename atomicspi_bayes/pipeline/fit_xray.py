@@ -32,7 +32,6 @@ from __future__ import annotations
 import dataclasses
 import logging
 import math
-import os
 import shutil
 import time
 import tomllib
@@ -44,7 +43,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from atomicspi_bayes.atomic_files import atomic_path
 from atomicspi_bayes.errors import ConfigError, InputFormatError
+from atomicspi_bayes.pipeline.fit import _ensemble_latents, _save_npy, _save_npz
 
 __all__ = ["XrayFitConfig", "XrayFitResult", "fit_xray", "read_xray_fit_config"]
 
@@ -330,33 +331,6 @@ def _prepare_run_dir(out_dir: Path, cfg) -> None:
             (out_dir / name).unlink(missing_ok=True)
         shutil.rmtree(out_dir / "checkpoints", ignore_errors=True)
     out_dir.mkdir(parents=True, exist_ok=True)
-
-
-def _atomic(path: Path, write) -> None:
-    """``write(tmp_path)`` then rename onto ``path`` (readers never see a partial file)."""
-    tmp = path.with_name(f".{path.name}.tmp{path.suffix}")
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
-def _save_npz(path: Path, **arrays) -> None:
-    _atomic(path, lambda tmp: np.savez(tmp, **arrays))
-
-
-def _save_npy(path: Path, array) -> None:
-    _atomic(path, lambda tmp: np.save(tmp, array))
-
-
-def _ensemble_latents(z_mean: np.ndarray, n: int) -> np.ndarray:
-    """``(n, D)`` latents along the data: 5-95 % quantiles along the first principal axis."""
-    centre = z_mean.mean(axis=0)
-    _, _, vt = np.linalg.svd(z_mean - centre, full_matrices=False)
-    axis = vt[0] * np.sign(vt[0][np.argmax(np.abs(vt[0]))])
-    t = np.quantile((z_mean - centre) @ axis, np.linspace(0.05, 0.95, n))
-    return centre + t[:, None] * axis[None, :]
 
 
 def _search_amplitudes(xcfg: XrayFitConfig, n_modes: int) -> np.ndarray:
@@ -648,7 +622,8 @@ def fit_xray(
     write_multimodel_pdb(out_dir / "ensemble.pdb", setup.reference, np.asarray(ensemble))
     truth = folder / "truth.npz"
     if truth.is_file():
-        _atomic(out_dir / "truth.npz", lambda tmp: shutil.copyfile(truth, tmp))
+        with atomic_path(out_dir / "truth.npz") as tmp:
+            shutil.copyfile(truth, tmp)
     _save_npz(
         out_dir / "latents.npz", z_mean=z_mean, z_sd=z_sd, z_draws=z_draws, particle_index=rows,
         rotation_mean=rot_mean.astype(np.float32), rotation_sd=rot_sd,
