@@ -45,7 +45,13 @@ import numpy as np
 
 from atomicspi_bayes.atomic_files import atomic_path
 from atomicspi_bayes.errors import ConfigError, InputFormatError
-from atomicspi_bayes.pipeline.fit import _ensemble_latents, _save_npy, _save_npz
+from atomicspi_bayes.pipeline.fit import (
+    _clear_run_dir,
+    _ensemble_latents,
+    _prepare_run_dir,
+    _save_npy,
+    _save_npz,
+)
 
 __all__ = ["XrayFitConfig", "XrayFitResult", "fit_xray", "read_xray_fit_config"]
 
@@ -312,27 +318,6 @@ def _search(key, setup: _Setup, xcfg: XrayFitConfig, maps):
     )  # fmt: skip
 
 
-_OUTPUTS = (
-    "latents.npz", "posterior.nc", "particles.star", "ensemble.pdb", "elbo.npy", "truth.npz",
-    "config.toml",
-)  # fmt: skip
-
-
-def _prepare_run_dir(out_dir: Path, cfg) -> None:
-    if out_dir.exists() and not out_dir.is_dir():
-        raise InputFormatError(f"{out_dir}: exists and is not a directory")
-    if (out_dir / "latents.npz").exists() and not (cfg.force or cfg.resume):
-        raise ConfigError(
-            f"{out_dir}: a finished run is already there; use --force to overwrite it or "
-            "--resume to continue it"
-        )
-    if cfg.force and not cfg.resume:
-        for name in _OUTPUTS:
-            (out_dir / name).unlink(missing_ok=True)
-        shutil.rmtree(out_dir / "checkpoints", ignore_errors=True)
-    out_dir.mkdir(parents=True, exist_ok=True)
-
-
 def _search_amplitudes(xcfg: XrayFitConfig, n_modes: int) -> np.ndarray:
     """``(C, M)`` Å RMSD: the reference (zeros) and ``±a/2, ±a`` along each of ``M`` modes."""
     m = min(xcfg.search_modes, n_modes)
@@ -437,6 +422,7 @@ def fit_xray(
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
     setup = _Setup(folder, structure_path, cfg, xcfg, topology)
+    _clear_run_dir(out_dir, cfg)  # only once the new inputs have been read and checked
     n = setup.n
     bsz = min(cfg.batch_size, n)
     steps_per_epoch = max(1, n // bsz)
