@@ -36,6 +36,7 @@ from typing import Any
 import jax
 import numpy as np
 
+from atomicspi_bayes.atomic_files import _fsync_dir
 from atomicspi_bayes.errors import ConfigError, InputFormatError
 
 __all__ = [
@@ -135,19 +136,6 @@ def _leaf_to_host(x: Any) -> np.ndarray:
             raise ValueError("cannot checkpoint a leaf that is sharded across processes")
         x = x.addressable_data(0)
     return np.asarray(x)
-
-
-def _fsync_dir(directory: Path) -> None:
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:  # e.g. platforms without directory handles
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
 
 
 def save_checkpoint(
