@@ -56,8 +56,8 @@ class DemoConfig:
     barrier_kT: float = 3.0
     tilt_kT: float = 0.8
     epochs: int = 20
-    amortized_epochs: int = 6
-    pose_pretrain_steps: int = 1000
+    amortized_epochs: int = 10
+    pose_pretrain_steps: int = 3000
     n_calibration: int = 500
     seed: int = 0
 
