@@ -25,6 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
+from atomicspi_bayes.atomic_files import write_bytes_atomic
 from atomicspi_bayes.errors import MissingDependencyError
 
 log = logging.getLogger(__name__)
@@ -266,7 +267,9 @@ def run_demo(
     if not stage_done:
         report = write_report(run_dir)
     summary = summarize(run_dir, report)
-    (out / "summary.json").write_text(json.dumps(summary.as_dict(), indent=2) + "\n")
+    write_bytes_atomic(
+        out / "summary.json", (json.dumps(summary.as_dict(), indent=2) + "\n").encode()
+    )
     return summary
 
 
