@@ -20,7 +20,13 @@ from typing import IO
 
 from atomicspi_bayes.errors import InputFormatError
 
-__all__ = ["atomic_open", "atomic_path", "write_bytes_atomic"]
+__all__ = [
+    "atomic_open",
+    "atomic_path",
+    "save_npz_atomic",
+    "write_bytes_atomic",
+    "write_text_atomic",
+]
 
 
 def _one_line(text: object) -> str:
@@ -102,4 +108,19 @@ def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> Path:
         raise InputFormatError(_os_error_message(target, exc)) from exc
     with atomic_open(target, "wb") as fh:
         fh.write(data)
+    return target
+
+
+def write_text_atomic(path: str | os.PathLike, text: str) -> Path:
+    """Write UTF-8 ``text`` to ``path`` atomically (see :func:`write_bytes_atomic`)."""
+    return write_bytes_atomic(path, text.encode("utf-8"))
+
+
+def save_npz_atomic(path: str | os.PathLike, **arrays) -> Path:
+    """``numpy.savez`` of ``arrays`` to ``path`` atomically (the name is kept as given)."""
+    import numpy as np
+
+    target = Path(path)
+    with atomic_open(target, "wb") as fh:
+        np.savez(fh, **arrays)
     return target

@@ -40,6 +40,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from atomicspi_bayes.atomic_files import save_npz_atomic, write_text_atomic
 from atomicspi_bayes.errors import ConfigError, InputFormatError
 from atomicspi_bayes.physics import cryoem as ce
 from atomicspi_bayes.physics.ctf import CTFParams
@@ -441,7 +442,7 @@ def simulate_cryoem_dataset(
     )  # fmt: skip
     write_star(star, metadata)
     snr = float("inf") if cfg.snr is None else float(cfg.snr)
-    _atomic_savez(
+    save_npz_atomic(
         out / "truth.npz",
         rotations=rotations, shifts=shifts, defocus_u=ctf.defocus_u, defocus_v=ctf.defocus_v,
         defocus_angle=ctf.defocus_angle, frame_index=frame_index, path_position=path_position,
@@ -464,7 +465,7 @@ def simulate_cryoem_dataset(
         "mean_noise_sigma": float(sigma.mean()),
         "image_units": "phase (radians per pixel), RELION sign (protein white)",
     }
-    _atomic_write_text(out / "simulation.json", json.dumps(summary, indent=2))
+    write_text_atomic(out / "simulation.json", json.dumps(summary, indent=2))
     logger.info("simulated %d cryo-EM particles into %s", n, out)
     return summary
 
@@ -475,15 +476,3 @@ def _stamp_label(path: Path, text: str) -> None:
     with open(path, "r+b") as fh:
         fh.seek(224)
         fh.write(text.encode("ascii")[:80].ljust(80))
-
-
-def _atomic_write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
-def _atomic_savez(path: Path, **arrays) -> None:
-    tmp = path.with_name(f".{path.stem}.tmp.npz")
-    np.savez(tmp, **arrays)
-    os.replace(tmp, path)

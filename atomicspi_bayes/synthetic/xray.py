@@ -28,6 +28,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from atomicspi_bayes.atomic_files import save_npz_atomic, write_text_atomic
 from atomicspi_bayes.errors import ConfigError, InputFormatError
 from atomicspi_bayes.physics import xray
 from atomicspi_bayes.physics.geometry import random_rotations
@@ -254,7 +255,7 @@ def simulate_xray_dataset(
         "photons": photons,
         "mean_photons": mean_photons.astype(np.float32),
     }
-    _atomic_savez(out / "truth.npz", truth)
+    save_npz_atomic(out / "truth.npz", **truth)
     summary = {
         "modality": "xray",
         "n_patterns": n,
@@ -277,7 +278,7 @@ def simulate_xray_dataset(
         "median_photons_per_pattern": float(np.median(photons)),
         "mean_expected_photons_per_pattern": float(mean_photons.mean()),
     }
-    _atomic_write_text(out / "xray.json", json.dumps(summary, indent=2))
+    write_text_atomic(out / "xray.json", json.dumps(summary, indent=2))
     return summary
 
 
@@ -286,18 +287,6 @@ def _edge_resolution(geometry: xray.DetectorGeometry) -> float:
     row = round(geometry.centre_px[1])  # the beam-centre row, last column
     edge = np.linalg.norm(k[row, -1])
     return float(1.0 / edge)
-
-
-def _atomic_write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
-def _atomic_savez(path: Path, arrays: dict) -> None:
-    tmp = path.with_name(f".{path.stem}.tmp.npz")
-    np.savez(tmp, **arrays)
-    os.replace(tmp, path)
 
 
 def read_xray_dataset(path: str | os.PathLike) -> tuple[dict, xray.DetectorGeometry, object]:

@@ -8,9 +8,16 @@ import errno
 import os
 import stat
 
+import numpy as np
 import pytest
 
-from atomicspi_bayes.atomic_files import atomic_open, atomic_path, write_bytes_atomic
+from atomicspi_bayes.atomic_files import (
+    atomic_open,
+    atomic_path,
+    save_npz_atomic,
+    write_bytes_atomic,
+    write_text_atomic,
+)
 from atomicspi_bayes.errors import InputFormatError
 
 
@@ -23,6 +30,17 @@ def test_write_bytes_creates_folders_and_replaces_whole_file(tmp_path):
     umask = os.umask(0)
     os.umask(umask)
     assert stat.S_IMODE(target.stat().st_mode) == 0o666 & ~umask  # not mkstemp's 0600
+
+
+def test_text_and_npz_keep_the_given_name_and_leave_no_temporary(tmp_path):
+    # numpy.savez appends ".npz" to a path without it: the writer must not let that happen
+    npz = save_npz_atomic(tmp_path / "truth.data", a=np.arange(3), b=np.eye(2))
+    text = write_text_atomic(tmp_path / "summary.json", '{"é": 1}')
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["summary.json", "truth.data"]
+    with np.load(npz) as loaded:
+        np.testing.assert_array_equal(loaded["a"], np.arange(3))
+        np.testing.assert_array_equal(loaded["b"], np.eye(2))
+    assert text.read_text(encoding="utf-8") == '{"é": 1}'
 
 
 def test_failure_mid_write_keeps_the_old_file_and_no_temporary(tmp_path):
