@@ -6,7 +6,10 @@ them through ``ATOMICSPI_SHARED_DATA``, a ``shared/data`` folder above the clone
 """
 
 import os
+import sys
 from pathlib import Path
+
+import pytest
 
 
 def _find_shared_data() -> Path | None:
@@ -20,3 +23,21 @@ if "ATOMICSPI_SHARED_DATA" not in os.environ:
     found = _find_shared_data()
     if found is not None:
         os.environ["ATOMICSPI_SHARED_DATA"] = str(found)
+
+
+@pytest.fixture
+def run_cli(monkeypatch, capsys):
+    """``atomicspi ARGS...`` in this process: ``run_cli(args) -> (exit code, stdout, stderr)``."""
+    from atomicspi_bayes.cli import main
+
+    def run(args) -> tuple[int, str, str]:
+        monkeypatch.setattr(sys, "argv", ["atomicspi", *map(str, args)])
+        try:
+            main()
+            code = 0
+        except SystemExit as exc:
+            code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+        out = capsys.readouterr()
+        return code, out.out, out.err
+
+    return run

@@ -11,23 +11,10 @@ from pathlib import Path
 import pytest
 from MDAnalysisTests.datafiles import PDB_small
 
-from atomicspi_bayes.cli import main
-
 SHARED = Path(
     os.environ.get("ATOMICSPI_SHARED_DATA", Path(__file__).resolve().parents[2] / "shared" / "data")
 )
 CRYODRGN = SHARED / "cryodrgn"
-
-
-def run_cli(args, monkeypatch, capsys) -> tuple[int, str, str]:
-    monkeypatch.setattr(sys, "argv", ["atomicspi", *map(str, args)])
-    try:
-        main()
-        code = 0
-    except SystemExit as exc:
-        code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
-    out = capsys.readouterr()
-    return code, out.out, out.err
 
 
 EXPECTED = {
@@ -59,8 +46,8 @@ EXPECTED = {
 
 
 @pytest.mark.parametrize("path", list(EXPECTED), ids=lambda p: p.name)
-def test_inspect_json_contract(path, monkeypatch, capsys):
-    code, out, err = run_cli(["inspect", path, "--json"], monkeypatch, capsys)
+def test_inspect_json_contract(run_cli, path):
+    code, out, err = run_cli(["inspect", path, "--json"])
     assert code == 0, err
     assert out.count("\n") == 1  # exactly one JSON object on one line
     info = json.loads(out)
@@ -70,16 +57,16 @@ def test_inspect_json_contract(path, monkeypatch, capsys):
             assert isinstance(value, int | float) and not isinstance(value, bool)
 
 
-def test_inspect_unknown_box_is_null(monkeypatch, capsys):
+def test_inspect_unknown_box_is_null(run_cli, monkeypatch, capsys):
     star = CRYODRGN / "FinalRefinement-OriginalParticles-PfCRT.star"
-    code, out, _ = run_cli(["inspect", star, "--json"], monkeypatch, capsys)
+    code, out, _ = run_cli(["inspect", star, "--json"])
     assert code == 0
     info = json.loads(out)
     assert info["box_size"] is None and info["pixel_size"] == 1.035 and info["n_particles"] == 5
 
 
-def test_inspect_human_summary(monkeypatch, capsys):
-    code, out, _ = run_cli(["inspect", CRYODRGN / "relion31.star"], monkeypatch, capsys)
+def test_inspect_human_summary(run_cli, monkeypatch, capsys):
+    code, out, _ = run_cli(["inspect", CRYODRGN / "relion31.star"])
     assert code == 0
     assert "n particles" in out and "2.806" in out and "256" in out
 
@@ -109,9 +96,9 @@ def _bad_inputs(tmp: Path) -> dict[str, Path]:
     }
 
 
-def test_bad_inputs_exit_2_with_one_line(tmp_path, monkeypatch, capsys):
+def test_bad_inputs_exit_2_with_one_line(run_cli, tmp_path):
     for what, path in _bad_inputs(tmp_path).items():
-        code, out, err = run_cli(["inspect", path, "--json"], monkeypatch, capsys)
+        code, out, err = run_cli(["inspect", path, "--json"])
         assert code == 2, (what, err)
         lines = err.strip().splitlines()
         assert len(lines) == 1, (what, err)

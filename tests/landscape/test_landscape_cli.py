@@ -5,24 +5,10 @@ from __future__ import annotations
 
 import csv
 import json
-import sys
 
 import numpy as np
 import pytest
 from landscape_synthetic import sample_double_well
-
-from atomicspi_bayes.cli import main
-
-
-def run_cli(args, monkeypatch, capsys) -> tuple[int, str, str]:
-    monkeypatch.setattr(sys, "argv", ["atomicspi", *map(str, args)])
-    try:
-        main()
-        code = 0
-    except SystemExit as exc:
-        code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
-    out = capsys.readouterr()
-    return code, out.out, out.err
 
 
 @pytest.fixture
@@ -42,10 +28,8 @@ def run_dir(tmp_path):
     return run
 
 
-def test_landscape_then_kinetics(run_dir, monkeypatch, capsys):
-    code, out, err = run_cli(
-        ["landscape", run_dir, "--grid", 16, "--samples", 100], monkeypatch, capsys
-    )
+def test_landscape_then_kinetics(run_cli, run_dir):
+    code, out, err = run_cli(["landscape", run_dir, "--grid", 16, "--samples", 100])
     assert code == 0, err
     assert "populations" in out
     ldir = run_dir / "landscape"
@@ -67,9 +51,7 @@ def test_landscape_then_kinetics(run_dir, monkeypatch, capsys):
     assert npz["free_energy_samples"].shape == (200, 16)
     assert float(npz["kT"]) == 1.0
 
-    code, out, err = run_cli(
-        ["kinetics", run_dir, "--diffusion", 2.0, "--max-samples", 40], monkeypatch, capsys
-    )
+    code, out, err = run_cli(["kinetics", run_dir, "--diffusion", 2.0, "--max-samples", 40])
     assert code == 0, err
     kdir = run_dir / "kinetics"
     assert (kdir / "kinetics.png").stat().st_size > 0
@@ -82,7 +64,7 @@ def test_landscape_then_kinetics(run_dir, monkeypatch, capsys):
 
 
 @pytest.mark.slow
-def test_landscape_from_draws_2d_and_energy_units(tmp_path, monkeypatch, capsys):
+def test_landscape_from_draws_2d_and_energy_units(run_cli, tmp_path):
     rng = np.random.default_rng(1)
     z = np.concatenate([rng.normal(-1, 0.3, (300, 2)), rng.normal(1, 0.3, (150, 2))])
     sd = np.full_like(z, 0.1)
@@ -92,7 +74,6 @@ def test_landscape_from_draws_2d_and_energy_units(tmp_path, monkeypatch, capsys)
     code, _, err = run_cli(
         ["landscape", tmp_path, "--out", out, "--grid", 8, "--samples", 80, "--draws",
          "--kT", 2.494, "--energy-unit", "kJ/mol", "--states", "kmeans", "--n-states", 2],
-        monkeypatch, capsys,
     )  # fmt: skip
     assert code == 0, err
     npz = np.load(out / "landscape.npz")
@@ -114,25 +95,24 @@ def test_landscape_from_draws_2d_and_energy_units(tmp_path, monkeypatch, capsys)
         (["kinetics", "{run}", "--diffusion", -1], "diffusion"),
     ],
 )
-def test_bad_input_is_one_line_exit_2(args, match, run_dir, tmp_path, monkeypatch, capsys):
+def test_bad_input_is_one_line_exit_2(run_cli, args, match, run_dir, tmp_path):
     empty = tmp_path / "empty"
     empty.mkdir()
     args = [str(a).format(tmp=empty, run=run_dir) for a in args]
-    code, _, err = run_cli(args, monkeypatch, capsys)
+    code, _, err = run_cli(args)
     assert code == 2
     assert err.startswith("error:") and err.count("\n") == 1
     assert match in err
 
 
-def test_latent_dim_above_two(tmp_path, monkeypatch, capsys):
+def test_latent_dim_above_two(run_cli, tmp_path):
     rng = np.random.default_rng(2)
     z = rng.normal(size=(200, 4)) * np.array([2.0, 1.0, 0.2, 0.1])
     np.savez(tmp_path / "latents.npz", z_mean=z, z_sd=np.full_like(z, 0.1))
-    code, _, err = run_cli(["landscape", tmp_path], monkeypatch, capsys)
+    code, _, err = run_cli(["landscape", tmp_path])
     assert code == 2 and "--project pca" in err
     code, _, err = run_cli(
         ["landscape", tmp_path, "--project", "pca", "--grid", 5, "--samples", 60],
-        monkeypatch, capsys,
     )  # fmt: skip
     assert code == 0, err
     npz = np.load(tmp_path / "landscape" / "landscape.npz")

@@ -2,31 +2,17 @@
 
 from __future__ import annotations
 
-import sys
-
 import jax
 import numpy as np
 import pytest
 from MDAnalysisTests.datafiles import DCD, PSF, PDB_small
 
-from atomicspi_bayes.cli import main
 from atomicspi_bayes.errors import ConfigError, InputFormatError
 from atomicspi_bayes.io import load_structure, open_stack, read_particles
 from atomicspi_bayes.physics.geometry import geodesic_angle
 from atomicspi_bayes.synthetic import CryoEMDatasetConfig, simulate_dataset
 
 SMALL = ["--box", "64", "--pixel-size", "2.0"]
-
-
-def run_cli(args, monkeypatch, capsys):
-    monkeypatch.setattr(sys, "argv", ["atomicspi", *map(str, args)])
-    try:
-        main()
-        code = 0
-    except SystemExit as exc:
-        code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
-    out = capsys.readouterr()
-    return code, out.out, out.err
 
 
 @pytest.fixture(scope="module")
@@ -64,7 +50,7 @@ def test_in_memory_dataset_truth_snr_and_determinism(adk):
     assert np.std(a.shifts) > 0.5
 
 
-def test_cli_writes_star_stack_truth(tmp_path, monkeypatch, capsys):
+def test_cli_writes_star_stack_truth(run_cli, tmp_path, monkeypatch, capsys):
     out = tmp_path / "ds"
     weights = tmp_path / "w.txt"
     w = np.zeros(98)
@@ -72,7 +58,7 @@ def test_cli_writes_star_stack_truth(tmp_path, monkeypatch, capsys):
     np.savetxt(weights, w)
     args = ["simulate", PSF, "--trajectory", DCD, "--weights", weights, "--out", out, "--n", 16,
             *SMALL, "--snr", 0.1, "--seed", 5, "--shift-sd", 2.0]  # fmt: skip
-    code, stdout, err = run_cli(args, monkeypatch, capsys)
+    code, stdout, err = run_cli(args)
     assert code == 0, err
     assert "16 particles" in stdout
     meta = read_particles(out / "particles.star")
@@ -95,9 +81,9 @@ def test_cli_writes_star_stack_truth(tmp_path, monkeypatch, capsys):
     assert imgs.shape == (16, 64, 64) and np.all(np.isfinite(imgs))
     # same seed -> identical files; refuses to overwrite without --force
     first = {p: (out / p).read_bytes() for p in ("particles.star", "particles.mrcs", "truth.npz")}
-    code, _, err = run_cli(args, monkeypatch, capsys)
+    code, _, err = run_cli(args)
     assert code == 2 and "--force" in err and err.count("\n") == 1
-    code, _, err = run_cli([*args, "--force"], monkeypatch, capsys)
+    code, _, err = run_cli([*args, "--force"])
     assert code == 0, err
     for p, data in first.items():
         assert (out / p).read_bytes() == data, p
@@ -115,14 +101,14 @@ def test_cli_writes_star_stack_truth(tmp_path, monkeypatch, capsys):
         (["--n", "0"], "particles"),
     ],
 )
-def test_cli_bad_input_exit_2(tmp_path, monkeypatch, capsys, extra, message):
+def test_cli_bad_input_exit_2(run_cli, tmp_path, monkeypatch, capsys, extra, message):
     args = ["simulate", PDB_small, "--topology", PSF, "--out", tmp_path / "x", *extra]
-    code, _, err = run_cli(args, monkeypatch, capsys)
+    code, _, err = run_cli(args)
     assert code == 2 and message in err and err.count("\n") == 1, err
     assert not (tmp_path / "x" / "particles.star").exists()
 
 
-def test_cli_unreadable_inputs(tmp_path, monkeypatch, capsys):
+def test_cli_unreadable_inputs(run_cli, tmp_path, monkeypatch, capsys):
     bad = tmp_path / "broken.pdb"
     bad.write_text("this is not a structure\n")
     for args in (
@@ -139,12 +125,12 @@ def test_cli_unreadable_inputs(tmp_path, monkeypatch, capsys):
             tmp_path / "o",
         ],
     ):
-        code, _, err = run_cli(args, monkeypatch, capsys)
+        code, _, err = run_cli(args)
         assert code == 2 and err.startswith("error:") and err.count("\n") == 1, err
     w = tmp_path / "w.npy"
     np.save(w, np.ones(5))
     args = ["simulate", PSF, "--trajectory", DCD, "--weights", w, "--out", tmp_path / "o"]
-    code, _, err = run_cli(args, monkeypatch, capsys)
+    code, _, err = run_cli(args)
     assert code == 2 and "5 frame weights for 98 frames" in err
 
 
