@@ -91,6 +91,8 @@ class XrayStatic:
         rotation_scale_init: rad, initial sd of ``q(A_i)``.
         learn_rotation: also learn the mode of ``q(A_i)`` (offset ``ω_i``); otherwise it
             stays at the search result and only its spread is learned.
+        frame_triples, frame_mask: as in ``model.ModelStatic`` (None: scatterers translate
+            with their node only).
     """
 
     x0_nodes: np.ndarray
@@ -111,6 +113,8 @@ class XrayStatic:
     z_init: np.ndarray
     rotation_scale_init: float = 0.03
     learn_rotation: bool = False
+    frame_triples: np.ndarray | None = None
+    frame_mask: np.ndarray | None = None
 
     @property
     def n_nodes(self) -> int:
