@@ -45,7 +45,7 @@ import numpy as np
 
 from atomicspi_bayes.atomic_files import atomic_path
 from atomicspi_bayes.errors import ConfigError, InputFormatError
-from atomicspi_bayes.pipeline.fit import (
+from atomicspi_bayes.pipeline.outputs import (
     _clear_run_dir,
     _ensemble_latents,
     _prepare_run_dir,
