@@ -442,7 +442,7 @@ def write_star_chunked(
     metadata,
     extra_columns: dict[str, np.ndarray] | None = None,
     *,
-    chunk: int = 20_000,
+    chunk: int = 4096,
 ) -> None:
     """``io.write_star(path, metadata, extra_columns)``, the same bytes, ``chunk`` rows at a time.
 
