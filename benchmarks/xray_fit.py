@@ -48,6 +48,9 @@ def main() -> None:
         "--template", action="store_true", help="open end (frame 97) as second search template"
     )
     parser.add_argument("--n-search-conformations", type=int, default=5)
+    parser.add_argument(
+        "--conformation-posterior", choices=("marginal", "profile"), default="marginal"
+    )
     parser.add_argument("--epochs", type=int, default=40)
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--n-modes", type=int, default=10)
@@ -108,6 +111,7 @@ def main() -> None:
         template=str(work / "template.pdb") if args.template else "",
         n_search_conformations=args.n_search_conformations,
         search_rounds=args.search_rounds,
+        conformation_posterior=args.conformation_posterior,
     )  # fmt: skip
     t0 = time.perf_counter()
     result = fit_xray(work / "data", ref, work / "run", cfg, xcfg)

@@ -255,6 +255,11 @@ class OrientationFit(NamedTuple):
         model_loglik: ``(B, C)`` map log-likelihood of every model at the best pose refined
             under that model (profile likelihood of the conformation; uniform prior over the
             models gives ``softmax(model_loglik)`` as their posterior).
+        model_logmarginal: ``(B, C)`` log of the likelihood of every model averaged over
+            the SO(3) grid (the orientation marginalised under the uniform prior, a grid
+            quadrature: ``logsumexp_g ll(g, c) - log M``); ``softmax`` over models is their
+            posterior with the orientation integrated out, which does not favour models
+            whose best pose is sharper by chance (the profile's bias on ambiguous patterns).
     """
 
     rotations: np.ndarray
@@ -263,10 +268,12 @@ class OrientationFit(NamedTuple):
     grid_rotations: np.ndarray
     runner_up_gap: np.ndarray
     model_loglik: np.ndarray
+    model_logmarginal: np.ndarray
 
 
 def _top_k_scan(imap, k, factor, counts, grid, fluence, background, top_k, chunk):
-    """Running top-``K`` (scores, flat (model, grid) indices) per pattern over grid chunks."""
+    """Running top-``K`` (scores, flat (model, grid) indices) per pattern over grid chunks,
+    and per model the log-sum-exp of the scores over the grid ``(B, C)``."""
     m = grid.shape[0]
     n_models = imap.values.shape[0]
     n_chunks = -(-m // chunk)
@@ -276,7 +283,7 @@ def _top_k_scan(imap, k, factor, counts, grid, fluence, background, top_k, chunk
     b = counts.shape[0]
 
     def body(carry, i):
-        best_s, best_i = carry
+        best_s, best_i, lse = carry
         c, g = divmod(i, n_chunks)
         rots = jax.lax.dynamic_slice_in_dim(grid_p, g * chunk, chunk)
         ok = jax.lax.dynamic_slice_in_dim(valid, g * chunk, chunk)
@@ -286,11 +293,17 @@ def _top_k_scan(imap, k, factor, counts, grid, fluence, background, top_k, chunk
         all_s = jnp.concatenate([best_s, s], axis=1)
         all_i = jnp.concatenate([best_i, idx], axis=1)
         top_s, pos = jax.lax.top_k(all_s, top_k)
-        return (top_s, jnp.take_along_axis(all_i, pos, axis=1)), None
+        chunk_lse = jax.scipy.special.logsumexp(s, axis=1)
+        lse = lse.at[:, c].set(jnp.logaddexp(lse[:, c], chunk_lse))
+        return (top_s, jnp.take_along_axis(all_i, pos, axis=1), lse), None
 
-    init = (jnp.full((b, top_k), -jnp.inf), jnp.zeros((b, top_k), jnp.int32))
-    (scores, index), _ = jax.lax.scan(body, init, jnp.arange(n_models * n_chunks))
-    return scores, index
+    init = (
+        jnp.full((b, top_k), -jnp.inf),
+        jnp.zeros((b, top_k), jnp.int32),
+        jnp.full((b, n_models), -jnp.inf),
+    )
+    (scores, index, lse), _ = jax.lax.scan(body, init, jnp.arange(n_models * n_chunks))
+    return scores, index, lse - math.log(m)
 
 
 def refine_rotations(
@@ -412,12 +425,13 @@ def search_orientations(
 
     per_model_block = jax.jit(jax.vmap(per_model))
 
-    rots_all, ll_all, mod_all, grid_best = [], [], [], []
+    rots_all, ll_all, mod_all, grid_best, marg_all = [], [], [], [], []
     for start in range(0, b, block):
         idx = np.arange(start, min(start + block, b))
         sel = np.concatenate([idx, np.full(block - idx.size, idx[-1])])
         c = jnp.asarray(counts[sel])
-        _, index = top(c)
+        _, index, marg = top(c)
+        marg_all.append(np.asarray(marg)[: idx.size])
         models, g = index // m, index % m
         starts = grid[g]  # (block, K, 3, 3)
         keys = jax.random.split(jax.random.fold_in(key, start), block)
@@ -441,5 +455,6 @@ def search_orientations(
         out = per_model_block(keys, jnp.asarray(counts[sel]), jnp.asarray(best_rot[sel]))
         model_ll[idx] = np.asarray(out)[: idx.size]
     return OrientationFit(
-        best_rot, mods[rows, j], best_ll, np.concatenate(grid_best), best_ll - runner, model_ll
-    )
+        best_rot, mods[rows, j], best_ll, np.concatenate(grid_best), best_ll - runner, model_ll,
+        np.concatenate(marg_all),
+    )  # fmt: skip

@@ -88,6 +88,12 @@ class XrayFitConfig:
         learn_rotation: let the SVI move each pose's mode away from the search result
             (residue beads at ``resolution``: less accurate than the all-atom search maps,
             so off by default; the SVI then learns only each pose's spread).
+        conformation_posterior: how the first search weighs its structures per pattern:
+            ``"marginal"`` (likelihood averaged over the SO(3) grid: the orientation
+            integrated out) or ``"profile"`` (likelihood at the best refined pose). At
+            ~430 photons/pattern a wrong pose of another structure can beat the true pose
+            by chance; the marginal is less fooled (AdK DIMS path, 48 patterns: Spearman
+            rho 0.84 vs 0.80 with 12 structures).
     """
 
     bin_factor: int = 2
@@ -103,6 +109,7 @@ class XrayFitConfig:
     background: float = 1e-3
     svi_rounds_split: float = 0.5
     learn_rotation: bool = False
+    conformation_posterior: str = "marginal"
 
     def __post_init__(self) -> None:
         def need(ok: bool, what: str) -> None:
@@ -134,6 +141,11 @@ class XrayFitConfig:
             f"background must be > 0 photons/pixel, got {self.background}",
         )
         need(0 < self.svi_rounds_split < 1, "svi_rounds_split must be in (0, 1)")
+        need(
+            self.conformation_posterior in ("marginal", "profile"),
+            "conformation_posterior must be 'marginal' or 'profile', "
+            f"got {self.conformation_posterior!r}",
+        )
 
     def to_dict(self) -> dict[str, Any]:
         return {f.name: getattr(self, f.name) for f in fields(self)}
@@ -495,7 +507,12 @@ def fit_xray(
         templates = setup.atom_coords(setup.nodes[None] + np.einsum("ck,krd->crd", amps, vectors))
     maps = _maps(setup, xcfg, list(templates))
     search = _search(jax.random.fold_in(k_search, 1), setup, xcfg, maps)
-    weights = np.exp(search.model_loglik - search.model_loglik.max(axis=1, keepdims=True))
+    score = (
+        search.model_logmarginal
+        if xcfg.conformation_posterior == "marginal"
+        else search.model_loglik
+    )
+    weights = np.exp(score - score.max(axis=1, keepdims=True))
     weights /= weights.sum(axis=1, keepdims=True)  # posterior over the search structures
     chosen = weights @ amps  # (N, M) posterior-mean amplitudes / path position
     search1 = {

@@ -140,5 +140,18 @@ def test_search_over_two_conformations_picks_the_one_that_made_the_data(adk_bead
     assert np.all(fit.models == 1), fit.model_loglik
     assert fit.model_loglik.shape == (3, 2)
     assert np.all(fit.model_loglik[:, 1] > fit.model_loglik[:, 0] + 3.0), fit.model_loglik
+    # orientation-marginalised model evidence: the grid quadrature, computed directly
+    assert fit.model_logmarginal.shape == (3, 2)
+    assert np.all(fit.model_logmarginal[:, 1] > fit.model_logmarginal[:, 0]), fit.model_logmarginal
+    grid = jnp.asarray(xo.so3_grid(3000))
+    bg = jnp.full(factor.shape, 1e-3)
+    scores = np.stack(
+        [np.asarray(xo.score_rotations(imap, k, factor, c, grid, 3e6, bg, m)) for m in (0, 1)],
+        axis=1,
+    )  # (B, C, M)
+    direct = np.log(np.mean(np.exp(scores - scores.max(-1, keepdims=True)), -1))
+    direct = direct + scores.max(-1)
+    np.testing.assert_allclose(fit.model_logmarginal, direct, rtol=0, atol=0.05)
+    assert np.all(fit.model_logmarginal < scores.max(-1))  # an average is below the maximum
     err = np.degrees(np.asarray(xo.twofold_angle(jnp.asarray(fit.rotations), true)))
     assert np.median(err) < 5.0, err
