@@ -9,7 +9,8 @@ The story, for particles i = 1..N of optics groups g(i):
     locals    z_i ~ N(0, I_D)  (or the mixture)                              ``"z"``
               a_i = decoder_θ(z_i)                        (K,) Å of RMSD per mode
               X_i = X0 + Σ_k a_ik s_k                     (R, 3) Å Cα nodes, s_k = sqrt(R)·u_k
-                    (the rendered beads or atoms move rigidly with their residue's node)
+                    (the rendered beads or atoms move rigidly with their residue's node
+                    and local Cα frame)
               A_i, o_i = STAR pose                        (poses="fixed")
                 or A_i ~ Uniform(SO(3)), o_i ~ N(0, s_o² I₂)   ``"rotation"``, ``"shift"``
               factor  log p_phys(X_i, a_i)                 ``"physics_prior"``
@@ -64,6 +65,7 @@ from atomicspi_bayes.structure import (
     elastic_logprior,
     mode_logprior,
 )
+from atomicspi_bayes.structure.deform import transport_points
 
 __all__ = [
     "FourierWindow",
@@ -287,6 +289,10 @@ class ModelStatic:
         render_x0: ``(P, 3)`` float32 reference positions of the rendered scattering points,
             Å: bead scattering centres (coarse-grained) or atoms (all-atom).
         render_node: ``(P,)`` int32 node that carries each point rigidly (its residue's Cα).
+        frame_triples, frame_mask: ``(R, 3)`` int32 node triples of the residues' local
+            frames and ``(R,)`` bool residues that have one
+            (``structure.deform.residue_frame_triples``): each rendered point moves with its
+            node's translation and its local frame's rotation. None: translation only.
         scatterers: ``physics.cryoem.Scatterers`` of the P points (bead Gaussians or atoms).
         bonded: ``(R-1,)`` bool peptide-bonded consecutive nodes.
         bond_lengths: ``(R-1,)`` float32 ideal Cα-Cα lengths, Å.
@@ -314,6 +320,8 @@ class ModelStatic:
     noise_sigma: np.ndarray
     image_scale: np.ndarray
     decoder: LatentDecoder
+    frame_triples: np.ndarray | None = None
+    frame_mask: np.ndarray | None = None
 
     @property
     def n_nodes(self) -> int:
@@ -412,9 +420,13 @@ def nodes_from_amplitudes(amplitudes: Array, static: ModelStatic) -> Array:
 
 
 def rendered_points(nodes: Array, static: ModelStatic) -> Array:
-    """Nodes ``(..., R, 3)`` -> scattering points ``(..., P, 3)`` Å, each moved with its node."""
-    displacement = nodes - jnp.asarray(static.x0_nodes)
-    return jnp.asarray(static.render_x0) + jnp.take(displacement, static.render_node, axis=-2)
+    """Nodes ``(..., R, 3)`` -> scattering points ``(..., P, 3)`` Å, each carried rigidly by its
+    node: translated with it and, with ``static.frame_triples``, rotated with its residue's
+    local frame (``structure.deform.transport_points``)."""
+    return transport_points(
+        nodes, static.x0_nodes, static.render_x0, static.render_node,
+        static.frame_triples, static.frame_mask,
+    )  # fmt: skip
 
 
 def decode_nodes(decoder: LatentDecoder, z: Array, static: ModelStatic) -> tuple[Array, Array]:

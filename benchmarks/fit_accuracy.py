@@ -221,7 +221,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--epochs", type=int, default=60)
     ap.add_argument("--box", type=int, default=64)
     ap.add_argument("--pixel-size", type=float, default=1.5)
-    ap.add_argument("--all-atom", action="store_true")
+    ap.add_argument("--all-atom", action="store_true", help="all-atom rendering (the default)")
+    ap.add_argument("--coarse-grained", action="store_true", help="one bead per residue")
     ap.add_argument("--amortized", action="store_true", help="also fit with latent poses")
     ap.add_argument("--amortized-only", action="store_true")
     ap.add_argument("--nuts", type=int, default=16, help="particles in the NUTS/grid subset")
@@ -263,10 +264,9 @@ def main(argv: list[str] | None = None) -> None:
         if args.amortized or args.amortized_only:
             modes.append("amortized")
         for poses in modes:
-            cfg = FitConfig(
-                poses=poses, epochs=args.epochs, coarse_grained=not args.all_atom,
-                seed=args.seed, force=True,
-            )  # fmt: skip
+            cfg = FitConfig(poses=poses, epochs=args.epochs, seed=args.seed, force=True)
+            if args.all_atom or args.coarse_grained:
+                cfg = cfg.replace(coarse_grained=args.coarse_grained)
             if args.quick:
                 cfg = cfg.replace(n_modes=16, pose_pretrain_steps=20, refine_steps=5)
             cfg = FitConfig.from_dict({**cfg.to_dict(), **overrides}, source="--set")

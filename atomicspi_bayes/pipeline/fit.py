@@ -71,6 +71,8 @@ class FitConfig:
         latent_dim: D, dimension of the conformation latent z (1-4).
         poses: ``"fixed"`` (STAR poses) or ``"amortized"`` (rotation and shift inferred).
         coarse_grained: one bead per residue (True) or all atoms in the likelihood (False).
+        residue_frames: rendered beads/atoms turn with their residue's local Cα frame
+            (i-1, i, i+1) as well as moving with its Cα (False: translation only).
         n_modes: K, number of ANM modes the decoder drives (0: all 3R-6, a complete basis of
             non-rigid bead displacements).
         anm_cutoff: Å, elastic-network cutoff of the ANM modes.
@@ -125,6 +127,7 @@ class FitConfig:
     latent_dim: int = 1
     poses: str = "fixed"
     coarse_grained: bool = True
+    residue_frames: bool = False
     n_modes: int = 0
     anm_cutoff: float = 15.0
     elastic_cutoff: float = 7.0
@@ -503,6 +506,7 @@ def build_problem(
         elastic_pairs,
         ideal_bond_lengths,
     )
+    from atomicspi_bayes.structure.deform import residue_frame_triples
 
     particles_path, structure_path = Path(particles_path), Path(structure_path)
     metadata = read_particles(particles_path)
@@ -537,6 +541,7 @@ def build_problem(
     n_modes = cfg.n_modes if cfg.n_modes > 0 else 3 * beads.n_beads - 6
     modes = anm_modes(nodes, n_modes, cfg.anm_cutoff)
     render = _render_model(reference, beads, cfg.coarse_grained, centre)
+    triples, frame_mask = residue_frame_triples(beads.bonded)
     window = FourierWindow.create(box, pixel, cfg.resolution)
     model_cfg = ModelConfig(
         latent_dim=cfg.latent_dim,
@@ -568,6 +573,8 @@ def build_problem(
         n_particles=int(rows.size),
         noise_sigma=np.ones(n_groups, dtype=np.float32),
         image_scale=np.ones(n_groups, dtype=np.float32),
+        frame_triples=triples if cfg.residue_frames else None,
+        frame_mask=frame_mask if cfg.residue_frames else None,
         decoder=LatentDecoder(
             cfg.latent_dim,
             n_modes,
