@@ -70,9 +70,12 @@ class FitConfig:
     Model:
         latent_dim: D, dimension of the conformation latent z (1-4).
         poses: ``"fixed"`` (STAR poses) or ``"amortized"`` (rotation and shift inferred).
-        coarse_grained: one bead per residue (True) or all atoms in the likelihood (False).
+        coarse_grained: one bead per residue (True) or all atoms in the likelihood (False,
+            the default: at 6 Å the beads' isotropic form factors pull the decoded Cα of
+            AdK ~1 Å off even for the reference itself).
         residue_frames: rendered beads/atoms turn with their residue's local Cα frame
-            (i-1, i, i+1) as well as moving with its Cα (False: translation only).
+            (i-1, i, i+1) as well as moving with its Cα (False: translation only, which
+            misplaces side chains where domains rotate).
         n_modes: K, number of ANM modes the decoder drives (0: all 3R-6, a complete basis of
             non-rigid bead displacements).
         anm_cutoff: Å, elastic-network cutoff of the ANM modes.
@@ -126,8 +129,8 @@ class FitConfig:
 
     latent_dim: int = 1
     poses: str = "fixed"
-    coarse_grained: bool = True
-    residue_frames: bool = False
+    coarse_grained: bool = False
+    residue_frames: bool = True
     n_modes: int = 0
     anm_cutoff: float = 15.0
     elastic_cutoff: float = 7.0
