@@ -40,6 +40,17 @@ import jax.numpy as jnp
 import numpy as np
 
 from atomicspi_bayes.errors import ConfigError, InputFormatError
+from atomicspi_bayes.pipeline.outputs import (  # run-folder helpers (also fit_xray's)
+    _clear_run_dir,
+    _ensemble_latents,
+    _prepare_run_dir,
+    _save_npy,
+    _save_npz,
+    streamed_posterior,
+    write_latents,
+    write_posterior_nc,
+    write_star_chunked,
+)
 
 __all__ = [
     "FitConfig",
@@ -721,15 +732,6 @@ def nuts_posterior(
     return result.samples["z"][0]
 
 
-def _ensemble_latents(z_mean: np.ndarray, n: int) -> np.ndarray:
-    """``(n, D)`` latents along the data: 5-95 % quantiles along the first principal axis."""
-    centre = z_mean.mean(axis=0)
-    _, _, vt = np.linalg.svd(z_mean - centre, full_matrices=False)
-    axis = vt[0] * np.sign(vt[0][np.argmax(np.abs(vt[0]))])
-    t = np.quantile((z_mean - centre) @ axis, np.linspace(0.05, 0.95, n))
-    return centre + t[:, None] * axis[None, :]
-
-
 # ---------------------------------------------------------------- run directory
 
 
@@ -760,52 +762,6 @@ class FitResult:
     resumed_from: int | None
     nuts_z_score: np.ndarray | None = None
     problem: FitProblem | None = None
-
-
-_OUTPUTS = (
-    "latents.npz", "posterior.nc", "particles.star", "ensemble.pdb", "elbo.npy",
-    "truth.npz", "nuts.npz", "config.toml",
-)  # fmt: skip
-
-
-def _prepare_run_dir(out_dir: Path, cfg: FitConfig) -> None:
-    finished = (out_dir / "latents.npz").exists()
-    if finished and not (cfg.force or cfg.resume):
-        raise ConfigError(
-            f"{out_dir}: a finished run is already there; use --force to overwrite it or "
-            "--resume to continue it"
-        )
-    if out_dir.exists() and not out_dir.is_dir():
-        raise InputFormatError(f"{out_dir}: exists and is not a directory")
-    if not (cfg.force or cfg.resume) and list((out_dir / "checkpoints").glob("ckpt_*.npz")):
-        raise ConfigError(
-            f"{out_dir / 'checkpoints'} holds checkpoints of an earlier run; pass --resume to "
-            "continue it, or use a new --out or --force to start over"
-        )
-
-
-def _clear_run_dir(out_dir: Path, cfg: FitConfig) -> None:
-    """With --force (not --resume): remove the previous run's outputs, once the new inputs
-    have been read and checked (a refused ``fit --force`` keeps the previous result)."""
-    if cfg.force and not cfg.resume:
-        for name in _OUTPUTS:
-            (out_dir / name).unlink(missing_ok=True)
-        shutil.rmtree(out_dir / "checkpoints", ignore_errors=True)
-    out_dir.mkdir(parents=True, exist_ok=True)
-
-
-def _save_npz(path: Path, **arrays: np.ndarray) -> None:
-    from atomicspi_bayes.io._atomic import atomic_open
-
-    with atomic_open(path, "wb") as fh:
-        np.savez(fh, **arrays)
-
-
-def _save_npy(path: Path, array: np.ndarray) -> None:
-    from atomicspi_bayes.io._atomic import atomic_open
-
-    with atomic_open(path, "wb") as fh:
-        np.save(fh, array)
 
 
 def _copy_file(source: Path, target: Path) -> None:
@@ -886,9 +842,8 @@ def fit(
         ConvergenceError: the ELBO became NaN/inf.
         atomicspi_bayes.inference.Interrupted: SIGINT/SIGTERM (a checkpoint was written).
     """
-    from atomicspi_bayes.diagnostics.export import posterior_inference_data, write_posterior
     from atomicspi_bayes.inference import SVIConfig, config_fingerprint, run_svi
-    from atomicspi_bayes.io import write_multimodel_pdb, write_star
+    from atomicspi_bayes.io import write_multimodel_pdb
 
     cfg = cfg if cfg is not None else FitConfig()
     out_dir = Path(out_dir)
@@ -945,31 +900,17 @@ def fit(
     elbo = -np.asarray(result.losses, dtype=np.float64)
 
     enc = encode_all(problem, params)
-    from atomicspi_bayes.posterior import reported_posterior
-
-    post = reported_posterior(k_draws, problem, params, enc, kind=cfg.posterior,
+    # the reported posterior; its draws are made and written a block at a time (outputs)
+    post = streamed_posterior(k_draws, problem, params, enc, kind=cfg.posterior,
                               n_draws=cfg.n_draws)  # fmt: skip
-    z_mean, z_sd, z_draws = post["z_mean"], post["z_sd"], post["z_draws"]
-    rotation_draws, shift_draws = post["rotation_draws"], post["shift_draws"]
-    latents = {
-        "z_mean": z_mean, "z_sd": z_sd, "z_draws": z_draws, "particle_index": problem.rows,
-        "z_mean_amortized": post["z_mean_amortized"], "z_sd_amortized": post["z_sd_amortized"],
-        "posterior_method": np.asarray(post["posterior_method"]), "ess": post["ess"],
-    }  # fmt: skip
-    if cfg.poses == "amortized":
-        latents.update({k: enc[k] for k in ("rotation_mean", "rotation_sd", "shift_mean",
-                                             "shift_sd")})  # fmt: skip
+    z_mean, z_sd = post.z_mean, post.z_sd
+    pose_q = {k: enc[k] for k in ("rotation_mean", "rotation_sd", "shift_mean", "shift_sd")
+              if cfg.poses == "amortized"}  # fmt: skip
 
     _save_npy(out_dir / "elbo.npy", elbo)
-    idata = posterior_inference_data(
-        z_draws, z_mean, z_sd, problem.rows, elbo,
-        rotation_draws=rotation_draws, shift_draws=shift_draws,
-        z_mean_amortized=post["z_mean_amortized"], z_sd_amortized=post["z_sd_amortized"],
-        ess=post["ess"], posterior_method=post["posterior_method"],
-    )  # fmt: skip
-    write_posterior(out_dir / "posterior.nc", idata)
+    write_posterior_nc(out_dir / "posterior.nc", post, problem.rows, elbo)
     star_meta = _kept_metadata(problem, enc)
-    write_star(out_dir / "particles.star", star_meta, _star_columns(z_mean, z_sd))
+    write_star_chunked(out_dir / "particles.star", star_meta, _star_columns(z_mean, z_sd))
     decoded = problem.decode(params, _ensemble_latents(z_mean, cfg.n_ensemble))
     write_multimodel_pdb(
         out_dir / "ensemble.pdb", problem.reference, problem.all_atom_coords(decoded)
@@ -988,7 +929,7 @@ def fit(
             out_dir / "nuts.npz", particle_index=problem.rows[subset], z_draws=draws,
             svi_z_mean=z_mean[subset], svi_z_sd=z_sd[subset],
         )  # fmt: skip
-    _save_npz(out_dir / "latents.npz", **latents)
+    write_latents(out_dir / "latents.npz", post, problem.rows, pose_q)
     logger.info("fit finished: %d particles, final ELBO %.6g", n, elbo[-1])
     return FitResult(
         run_dir=out_dir, n_particles=n, n_excluded=problem.n_excluded, z_mean=z_mean,
