@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from atomicspi_bayes.errors import InputFormatError
+from atomicspi_bayes.errors import ConfigError, InputFormatError
 
 
 def load_fitted_run(run: str | Path):
@@ -15,12 +15,18 @@ def load_fitted_run(run: str | Path):
 
     Raises:
         InputFormatError: the folder holds no finished fit (no ``latents.npz``).
+        ConfigError: an X-ray run (``modality = "xray"``): no rebuilt problem for it yet.
     """
     from atomicspi_bayes.diagnostics import read_run_facts, restore_params
     from atomicspi_bayes.pipeline.fit import build_problem, read_fit_config
 
     run = Path(run)
     facts = read_run_facts(run)
+    if facts.get("modality") == "xray":
+        raise ConfigError(
+            f"{run}: an X-ray run (modality = 'xray'); PPC, amortization gap, FSC and calibrate "
+            "rebuild the cryo-EM model only: use 'atomicspi diagnose RUN --no-ppc --no-fsc'"
+        )
     if not (run / "latents.npz").is_file():
         raise InputFormatError(f"{run}: no latents.npz; the fit has not finished")
     cfg = read_fit_config(run / "config.toml")

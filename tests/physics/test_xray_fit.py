@@ -97,6 +97,24 @@ def test_negative_counts_are_refused(bright, tmp_path):
         fit_xray(data, root / "ref.pdb", tmp_path / "run")
 
 
+def test_diagnose_and_calibrate_refuse_an_xray_run_in_one_line(tmp_path):
+    from atomicspi_bayes.pipeline import FitConfig
+    from atomicspi_bayes.pipeline.fit import write_fit_config
+    from atomicspi_bayes.pipeline.runs import load_fitted_run
+
+    run = tmp_path / "run"
+    run.mkdir()
+    facts = {"modality": "xray", "particles": str(tmp_path), "structure": str(tmp_path / "r.pdb")}
+    write_fit_config(run / "config.toml", FitConfig(), facts)
+    np.savez(run / "latents.npz", z_mean=np.zeros((2, 1)))
+    with pytest.raises(ConfigError, match="X-ray run"):
+        load_fitted_run(run)
+    out = _cli("diagnose", run)  # calibrate reopens the run through the same load_fitted_run
+    assert out.returncode == 2, out.stderr
+    assert "X-ray run" in out.stderr and "--no-ppc --no-fsc" in out.stderr, out.stderr
+    assert len(out.stderr.strip().splitlines()) == 1  # one line, no traceback
+
+
 @pytest.mark.slow
 def test_cli_fit_xray_recovers_orientations_and_writes_the_run_layout(bright, tmp_path):
     root, summary = bright
@@ -130,4 +148,8 @@ def test_cli_fit_xray_recovers_orientations_and_writes_the_run_layout(bright, tm
     again = _cli("fit", root / "data", "--structure", root / "ref.pdb", "--out", run,
                  "--modality", "xray", "--config", recipe, "--quiet")  # fmt: skip
     assert again.returncode == 2 and "--force" in again.stderr
+    # the posterior tables of an X-ray run (the model-based checks are refused, see above)
+    diag = _cli("diagnose", run, "--no-ppc", "--no-fsc")
+    assert diag.returncode == 0, diag.stderr
+    assert (run / "diagnostics").is_dir()
     json.dumps(summary)
