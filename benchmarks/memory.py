@@ -51,6 +51,7 @@ import json
 import os
 import platform
 import re
+import resource
 import shutil
 import subprocess
 import sys
@@ -69,13 +70,14 @@ MB = 1024.0 * 1024.0
 
 
 def _proc_status(pid: int) -> dict[str, float]:
-    """``VmRSS``, ``RssAnon``, ``RssFile`` of a live process in MB ({} once it has exited)."""
+    """``VmRSS``, ``VmHWM``, ``RssAnon``, ``RssFile`` of a live process in MB ({} once it has
+    exited)."""
     out: dict[str, float] = {}
     try:
         with open(f"/proc/{pid}/status") as fh:
             for line in fh:
                 key, _, rest = line.partition(":")
-                if key in ("VmRSS", "RssAnon", "RssFile"):
+                if key in ("VmRSS", "VmHWM", "RssAnon", "RssFile"):
                     out[key] = float(rest.split()[0]) / 1024.0  # kB -> MB
     except (FileNotFoundError, ProcessLookupError):
         pass
@@ -119,7 +121,7 @@ def run_measured(
         tempfile.TemporaryFile(mode="w+") as err,
     ):
         proc = subprocess.Popen(cmd, stdout=out, stderr=err, env=env, cwd=cwd)
-        peak = {"RssAnon": 0.0, "RssFile": 0.0, "t_anon": 0.0, "timed_out": False}
+        peak = {"RssAnon": 0.0, "RssFile": 0.0, "VmHWM": 0.0, "t_anon": 0.0, "timed_out": False}
         events: dict[str, dict[str, float | None]] = {}
         done = threading.Event()
 
@@ -130,6 +132,7 @@ def run_measured(
                 if st.get("RssAnon", 0.0) > peak["RssAnon"]:
                     peak["RssAnon"], peak["t_anon"] = st["RssAnon"], now
                 peak["RssFile"] = max(peak["RssFile"], st.get("RssFile", 0.0))
+                peak["VmHWM"] = max(peak["VmHWM"], st.get("VmHWM", 0.0))
                 if watch_dir is not None and watch_dir.is_dir():
                     for path in watch_dir.rglob("*"):
                         name = path.name
@@ -160,6 +163,7 @@ def run_measured(
         "maxrss_mb": usage.ru_maxrss / 1024.0,  # Linux: kB
         "peak_anon_mb": peak["RssAnon"],
         "peak_file_mb": peak["RssFile"],
+        "hwm_mb": peak["VmHWM"],
         "peak_anon_t_s": peak["t_anon"],
         "events": events,
         "timed_out": bool(peak["timed_out"]),
@@ -210,6 +214,21 @@ def adk_files() -> tuple[str, str]:
     return PSF, DCD
 
 
+def in_subprocess(func: str, *args) -> dict:
+    """Run ``memory.<func>(*args)`` (str/int/float args) in a fresh Python process.
+
+    The benchmark's own process stays small: a child started with ``vfork`` + ``exec``
+    inherits the *parent's* peak RSS into its ``ru_maxrss`` (Linux ``exec_mmap`` records the
+    old, borrowed address space's high-water mark), so a parent that had written a 1.6 GB
+    stack made the 100k fit's ``ru_maxrss`` read 2.2 GB whatever the fit used.
+    """
+    code = (
+        f"import sys; sys.path.insert(0, {str(Path(__file__).resolve().parent)!r}); "
+        f"import memory; memory.{func}(*{args!r})"
+    )
+    return run_measured([sys.executable, "-c", code])
+
+
 def write_reference_pdb(path: Path) -> Path:
     """Frame 0 of the AdK trajectory (all atoms, elements from the PSF) as a PDB file."""
     from atomicspi_bayes.io import load_trajectory, write_multimodel_pdb
@@ -258,6 +277,7 @@ def write_dataset(out: Path, n: int, base_dir: Path, snr: float, seed: int) -> P
     from atomicspi_bayes.io import new_stack, open_stack, read_particles, write_star
     from atomicspi_bayes.io.particles import subset_metadata
 
+    out, base_dir = Path(out), Path(base_dir)
     base_meta = read_particles(base_dir / "particles.star")
     with open_stack(base_dir / "particles.mrcs") as stack:
         clean = np.asarray(stack[np.arange(len(stack))], dtype=np.float32)
@@ -295,6 +315,7 @@ def fit_cmd(star: Path, ref: Path, run: Path, args: argparse.Namespace) -> list[
     cmd = [atomicspi_exe(), "fit", str(star), "--structure", str(ref), "--out", str(run)]
     cmd += ["--epochs", "1", "--batch-size", str(args.batch_size)]
     cmd += ["--resolution", str(args.resolution), "--latent-dim", "1", "--poses", "fixed"]
+    cmd += ["--coarse-grained"]  # residue beads, whatever FitConfig's default
     return [*cmd, "--seed", "0", "--quiet", "--force", *args.fit_args.split()]
 
 
@@ -345,12 +366,16 @@ def run(args: argparse.Namespace) -> dict:
         base = work / "base"
         sim = run_measured(simulate_cmd(base, n_base, box, pixel, None, 1), env=env)
         check(sim, "atomicspi simulate")
-        ref = write_reference_pdb(work / "reference.pdb")
+        ref = work / "reference.pdb"
+        check(in_subprocess("write_reference_pdb", str(ref)), "reference PDB")
         out: dict = {"name": "memory", "quick": args.quick}
         runs = {}
         for label, n in (("small", small), ("large", large)):
             t0 = time.perf_counter()
-            star = write_dataset(work / f"data_{n}", n, base, args.snr, seed=n)
+            star = work / f"data_{n}" / "particles.star"
+            gen = in_subprocess("write_dataset", str(star.parent), n, str(base), args.snr, n)
+            check(gen, f"dataset of {n} particles")
+            parent_maxrss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
             gen_s = time.perf_counter() - t0
             run_dir = work / f"run_{n}"
             res = run_measured(
@@ -368,6 +393,8 @@ def run(args: argparse.Namespace) -> dict:
             out[f"rss_{label}_mb"] = round(res["maxrss_mb"], 1)
             out[f"anon_{label}_mb"] = round(res["peak_anon_mb"], 1)
             out[f"file_{label}_mb"] = round(res["peak_file_mb"], 1)
+            out[f"hwm_sampled_{label}_mb"] = round(res["hwm_mb"], 1)
+            out[f"parent_maxrss_{label}_mb"] = round(parent_maxrss, 1)
             out[f"peak_anon_phase_{label}"] = phase_at(res["peak_anon_t_s"], res["events"])
             if not args.keep:
                 shutil.rmtree(work / f"data_{n}", ignore_errors=True)
