@@ -162,6 +162,7 @@ def main() -> None:
         "spearman_rho_search_mean_vs_path": rho_search,
         "auc_open_vs_closed_z": auc(z),
         "auc_open_vs_closed_search_mean": auc(search_mean),
+        "accuracy_open_vs_closed_search_mean": float(np.mean((search_mean > 0.5) == ~closed)),
         "spearman_rho_z_vs_open_label": float(spearmanr(z, ~closed).statistic)
         if closed.any() and (~closed).any()
         else None,
