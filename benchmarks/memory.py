@@ -23,6 +23,11 @@ What it does:
      ``os.preadv`` into fresh buffers (``io.ImageStack.read``), so this holds the shared
      libraries, not the stack.
 
+   * ``hwm_sampled_*_mb``: the child's ``VmHWM`` (its own peak RSS since ``exec``),
+     sampled: a cross-check of ``rss_*_mb``. ``parent_maxrss_*_mb``: this script's own
+     peak, kept small (datasets are written in subprocesses) because a child started by
+     ``vfork`` + ``exec`` inherits the parent's peak into its ``ru_maxrss``.
+
    ``peak_anon_phase_*`` names the output file the fit wrote next after the anonymous peak
    (``config.toml`` = still reading/screening inputs and building the model, ``ckpt_*`` =
    SVI, ``elbo.npy`` = encoding all particles, ``posterior.nc``, ``particles.star`` ...).
