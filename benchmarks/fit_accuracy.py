@@ -31,8 +31,11 @@ a decoded structure ~0.9 Å from every frame, frames 0.39 Å apart, is itself un
 several frames; the intervals ignore that), and at SNR 0.1 the decoded path still stops at
 frame 73 of 97 (SNR 1: 95). The coarse-grained bead model (``--coarse-grained``) gave 1.40 /
 1.33 Å: its isotropic bead form factors pull the Cα ~1 Å off even for noise-free images of
-the reference frame. Amortized poses at SNR 1 (bead model, earlier): median rotation error
-1.93° (encoder), 1.70° (refined).
+the reference frame. Screening at SNR 0.1 (400 particles, 30 epochs, q posterior): the
+per-particle priors 10x weaker (elastic_weight 0.0005, bond_weight 0.02) gave 1.21 Å instead
+of 1.50 Å and a path reaching frame 67 instead of 53 (not yet confirmed at full size).
+Amortized poses at SNR 1 (bead model, earlier): median rotation error 1.93° (encoder), 1.70°
+(refined).
 
     python benchmarks/fit_accuracy.py [--n 1000] [--snr 1.0 0.1] [--epochs 60]
         [--coarse-grained] [--amortized] [--nuts 16] [--out DIR] [--seed 0] [--quick] [--reuse]
