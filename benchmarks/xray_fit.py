@@ -19,7 +19,8 @@ Usage: ``python benchmarks/xray_fit.py [--n-patterns 96] [--fluence 1e6] [--fram
 Last measured (``--n-patterns 48 --epochs 30 --n-grid 20000 --template --n-modes 0 --frames
 all --n-search-conformations 8``, 1e14 photons/µm², ~435 photons/pattern): rho 0.841 (seed 0)
 and 0.900 (seed 1), median rotation error 6.0° / 4.7°; ``--fluence 2e6``: rho 0.920, 4.5°.
-With ``--conformation-posterior profile`` and 6 structures (before): rho 0.774 (seed 0).
+``--conformation-posterior profile``: 0.840 / 0.897; profile with 6 structures (before):
+0.774 (seed 0).
 The ceiling analysis is ``benchmarks/xray_ceiling.py``; both in benchmarks/README.md.
 """
 
