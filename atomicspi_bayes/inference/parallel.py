@@ -14,6 +14,14 @@ Multi-host (e.g. SLURM, one process per GPU node)::
     batch_fn = lambda step: load(dataset.batch_indices(seed, batch_size, step)[rows])
     run_svi(key, model, guide, batch_fn, SVIConfig(..., devices=jax.device_count()))
 
+Known defect (CPU/gloo): each process compiles the cross-process programs itself, and
+XLA:CPU's output is not identical across processes (it is within one): in the SVI step the
+scalar ELBO terms of the combined gradient all-reduce were seen in a different order per
+process, and gloo pairs buffers by position, so the reported loss is wrong (gradients
+right) when the compilations disagree. Process 0 compiling and the others loading its
+executable (``jax_share_binary_between_hosts``) is the fix; on CPU it needs cache keys
+without the per-process topology term.
+
 Under SLURM: ``srun --ntasks=P python -m ... --coordinator $(scontrol show hostnames
 $SLURM_JOB_NODELIST | head -n1):12345 --num-processes $SLURM_NTASKS --process-id
 $SLURM_PROCID``. Every process must see the same checkpoint folder (shared file system);

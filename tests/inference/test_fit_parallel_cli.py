@@ -11,6 +11,7 @@ from it, concurrently.
 from __future__ import annotations
 
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -66,6 +67,8 @@ def test_cache_opt_out_configured_and_default_folder(tmp_path, monkeypatch, jax_
 
 # ---------------------------------------------------------------- CLI runs (slow)
 
+PROCESSES = ("process_0", "process_1")
+ELBO_LINE = r"ELBO\s+(\S+)\s+->\s+(\S+),"  # the CLI's summary line: first -> last ELBO
 FIT_ARGS = [
     "--epochs", "4", "--batch-size", "8", "--resolution", "12", "--latent-dim", "1",
     "--poses", "fixed", "--n-modes", "10", "--seed", "0", "--quiet",
@@ -155,9 +158,13 @@ def test_cli_two_devices_match_one_device(runs):
 @pytest.mark.slow
 @pytest.mark.xfail(
     strict=False,
-    reason="KNOWN DEFECT (reported in the closing note): on a clean clone the 2-process CLI job's "
-    "ELBO differs from the 1-process run by 6-100 % from step 0 (it matched to 1.2e-7 when "
-    "developed); the engine-level 2-process test in tests/inference still agrees",
+    reason="KNOWN DEFECT (root cause found, not yet fixed): each process compiles the SVI step "
+    "itself and XLA:CPU's output differs between processes (same program within a process); "
+    "the combined gradient+loss all-reduce then lists the 4 scalar ELBO terms in a different "
+    "order per process and gloo (untagged) sums unrelated terms -> each process reports a "
+    "different, wrong ELBO from step 0 while the gradients (same order) stay right. Passes when "
+    "the two compilations happen to agree. Fix: process 0 compiles, the others load its "
+    "executable (jax_share_binary_between_hosts needs process-invariant CPU cache keys)",
 )
 def test_cli_two_processes_match_single_process(runs):
     tmp, _, stdout = runs
@@ -169,6 +176,9 @@ def test_cli_two_processes_match_single_process(runs):
     # process 0 wrote the run folder (its config names it); process 1 only trained
     assert "process_id = 0" in (tmp / "multi" / "config.toml").read_text()
     assert "wrote" in stdout["process_0"] and "process 0 writes" in stdout["process_1"]
+    # both processes saw the same loss trajectory (process 1 prints its own first/last ELBO)
+    elbo_0, elbo_1 = (re.search(ELBO_LINE, stdout[p]).groups() for p in PROCESSES)
+    assert elbo_0 == elbo_1, (elbo_0, elbo_1)
     z1, zm = np.load(tmp / "one" / "latents.npz"), np.load(tmp / "multi" / "latents.npz")
     np.testing.assert_allclose(zm["z_mean"], z1["z_mean"], rtol=1e-3, atol=1e-3)
 
