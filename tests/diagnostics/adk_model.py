@@ -150,6 +150,7 @@ def controlled_config(n_modes: int, resolution: float, batch_size: int, seed: in
     prior (weights 0), ``n_modes`` ANM modes, likelihood to ``resolution`` Å."""
     return FitConfig(
         latent_dim=1, poses="fixed", n_modes=n_modes, decoder_hidden=(), resolution=resolution,
+        coarse_grained=True, residue_frames=False,  # the bead model the images are drawn from
         batch_size=batch_size, seed=seed, elastic_weight=0.0, mode_weight=0.0, bond_weight=0.0,
         clash_weight=0.0,
     )  # fmt: skip
