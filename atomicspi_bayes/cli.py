@@ -7,6 +7,7 @@ prints it as one line on stderr and exits with code 2.
 from __future__ import annotations
 
 import errno
+import os
 import sys
 from pathlib import Path
 
@@ -153,6 +154,13 @@ def inspect(
 # ---- fit ------------------------------------------------------------------------------
 
 
+def _restart_with_fixed_hash_seed() -> None:
+    """Re-run this command with ``PYTHONHASHSEED=0`` (same process id): every process of a
+    multi-process job must trace the same program (see ``inference.parallel``)."""
+    argv = [sys.executable, "-m", "atomicspi_bayes.cli", *sys.argv[1:]]
+    os.execve(sys.executable, argv, {**os.environ, "PYTHONHASHSEED": "0"})
+
+
 @app.command()
 def fit(
     particles: Path = typer.Argument(..., help="Particles with CTF (.star or .cs)."),
@@ -197,6 +205,8 @@ def fit(
         coordinator=coordinator,
         num_processes=num_processes, process_id=process_id,
     )  # fmt: skip
+    if cfg.num_processes > 1 and "PYTHONHASHSEED" not in os.environ:
+        _restart_with_fixed_hash_seed()
     if cfg.num_processes == 1:  # a multi-process job compiles its own (cross-process) steps
         enable_compilation_cache()
     if modality == "xray":

@@ -14,13 +14,13 @@ Multi-host (e.g. SLURM, one process per GPU node)::
     batch_fn = lambda step: load(dataset.batch_indices(seed, batch_size, step)[rows])
     run_svi(key, model, guide, batch_fn, SVIConfig(..., devices=jax.device_count()))
 
-Known defect (CPU/gloo): each process compiles the cross-process programs itself, and
-XLA:CPU's output is not identical across processes (it is within one): in the SVI step the
-scalar ELBO terms of the combined gradient all-reduce were seen in a different order per
-process, and gloo pairs buffers by position, so the reported loss is wrong (gradients
-right) when the compilations disagree. Process 0 compiling and the others loading its
-executable (``jax_share_binary_between_hosts``) is the fix; on CPU it needs cache keys
-without the per-process topology term.
+Every process must trace the same program: numpyro's ``Trace_ELBO`` sums its sites in the
+iteration order of a Python ``set`` of site names, which follows the per-process string-hash
+seed, so with different seeds the processes compile the step with the per-site ELBO terms in
+a different order; the combined all-reduce then pairs unrelated terms (gloo pairs buffers by
+position) and the reported loss is wrong (seen: 6 % and 100 %). Hence every process needs the
+same fixed ``PYTHONHASHSEED``: :func:`initialize_distributed` refuses to start without one,
+and ``atomicspi fit`` restarts itself with ``PYTHONHASHSEED=0`` when it is unset.
 
 Under SLURM: ``srun --ntasks=P python -m ... --coordinator $(scontrol show hostnames
 $SLURM_JOB_NODELIST | head -n1):12345 --num-processes $SLURM_NTASKS --process-id
@@ -31,6 +31,7 @@ only process 0 writes it.
 from __future__ import annotations
 
 import logging
+import os
 from typing import Any
 
 import jax
@@ -66,6 +67,11 @@ def initialize_distributed(
         raise ConfigError(
             f"process_id={process_id}, num_processes={num_processes}: need 0 <= id < P"
         )
+    if not os.environ.get("PYTHONHASHSEED", "").isdigit():
+        raise ConfigError(
+            "a multi-process job needs the same fixed PYTHONHASHSEED in every process (e.g. "
+            "export PYTHONHASHSEED=0): the ELBO's terms follow Python's string-hash order"
+        )
     host, _, port = coordinator.rpartition(":")
     if not host or not port.isdigit() or not 0 < int(port) < 65536:
         raise ConfigError(f"coordinator={coordinator!r}: expected 'host:port' (port 1-65535)")
@@ -87,6 +93,14 @@ def initialize_distributed(
         local_device_ids=local_device_ids,
         shutdown_timeout_seconds=3600,
     )
+    from jax.experimental import multihost_utils
+
+    seeds = multihost_utils.process_allgather(np.int64(os.environ["PYTHONHASHSEED"]))
+    if np.unique(seeds).size > 1:
+        raise ConfigError(
+            f"PYTHONHASHSEED differs between the processes ({np.asarray(seeds).tolist()}); "
+            "give every process the same value (e.g. export PYTHONHASHSEED=0)"
+        )
     logger.info(
         "joined distributed job: process %d of %d, %d global devices",
         jax.process_index(),

@@ -32,6 +32,7 @@ def _env(devices: int | None = None) -> dict:
     if devices:
         env["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={devices}"
     env["JAX_PLATFORMS"] = "cpu"
+    env["PYTHONHASHSEED"] = "0"  # every process of a job traces the same program
     return env
 
 
