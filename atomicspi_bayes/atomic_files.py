@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
+import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -23,6 +24,8 @@ from atomicspi_bayes.errors import InputFormatError
 __all__ = [
     "atomic_open",
     "atomic_path",
+    "copy_file_atomic",
+    "save_npy_atomic",
     "save_npz_atomic",
     "write_bytes_atomic",
     "write_text_atomic",
@@ -123,4 +126,22 @@ def save_npz_atomic(path: str | os.PathLike, **arrays) -> Path:
     target = Path(path)
     with atomic_open(target, "wb") as fh:
         np.savez(fh, **arrays)
+    return target
+
+
+def save_npy_atomic(path: str | os.PathLike, array) -> Path:
+    """``numpy.save`` of ``array`` to ``path`` atomically (the name is kept as given)."""
+    import numpy as np
+
+    target = Path(path)
+    with atomic_open(target, "wb") as fh:
+        np.save(fh, array)
+    return target
+
+
+def copy_file_atomic(source: str | os.PathLike, target: str | os.PathLike) -> Path:
+    """Copy ``source`` to ``target`` atomically."""
+    target = Path(target)
+    with atomic_path(target) as tmp:
+        shutil.copyfile(source, tmp)
     return target

@@ -29,7 +29,6 @@ import dataclasses
 import functools
 import logging
 import math
-import shutil
 import tomllib
 from dataclasses import dataclass, fields
 from pathlib import Path
@@ -39,13 +38,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from atomicspi_bayes.atomic_files import copy_file_atomic, save_npy_atomic, save_npz_atomic
 from atomicspi_bayes.errors import ConfigError, InputFormatError
 from atomicspi_bayes.pipeline.outputs import (  # run-folder helpers (also fit_xray's)
-    _clear_run_dir,
-    _ensemble_latents,
-    _prepare_run_dir,
-    _save_npy,
-    _save_npz,
+    clear_run_dir,
+    ensemble_latents,
+    prepare_run_dir,
     streamed_posterior,
     write_latents,
     write_posterior_nc,
@@ -764,13 +762,6 @@ class FitResult:
     problem: FitProblem | None = None
 
 
-def _copy_file(source: Path, target: Path) -> None:
-    from atomicspi_bayes.io._atomic import atomic_path
-
-    with atomic_path(target) as tmp:
-        shutil.copyfile(source, tmp)
-
-
 def _star_columns(z_mean: np.ndarray, z_sd: np.ndarray) -> dict[str, np.ndarray]:
     """``atomicspiLatentMean1..D`` and ``atomicspiLatentSd1..D`` columns."""
     return {"atomicspiLatentMean": z_mean, "atomicspiLatentSd": z_sd}
@@ -848,9 +839,9 @@ def fit(
     cfg = cfg if cfg is not None else FitConfig()
     out_dir = Path(out_dir)
     writer = _join_processes(cfg)
-    _prepare_run_dir(out_dir, cfg if writer else _READER)
+    prepare_run_dir(out_dir, cfg if writer else _READER)
     problem = build_problem(particles_path, structure_path, cfg, topology=topology)
-    _clear_run_dir(out_dir, cfg if writer else _READER)
+    clear_run_dir(out_dir, cfg if writer else _READER)
     n = problem.n_particles
     num_steps = cfg.epochs * problem.steps_per_epoch
     run_facts = {
@@ -907,17 +898,17 @@ def fit(
     pose_q = {k: enc[k] for k in ("rotation_mean", "rotation_sd", "shift_mean", "shift_sd")
               if cfg.poses == "amortized"}  # fmt: skip
 
-    _save_npy(out_dir / "elbo.npy", elbo)
+    save_npy_atomic(out_dir / "elbo.npy", elbo)
     write_posterior_nc(out_dir / "posterior.nc", post, problem.rows, elbo)
     star_meta = _kept_metadata(problem, enc)
     write_star_chunked(out_dir / "particles.star", star_meta, _star_columns(z_mean, z_sd))
-    decoded = problem.decode(params, _ensemble_latents(z_mean, cfg.n_ensemble))
+    decoded = problem.decode(params, ensemble_latents(z_mean, cfg.n_ensemble))
     write_multimodel_pdb(
         out_dir / "ensemble.pdb", problem.reference, problem.all_atom_coords(decoded)
     )
     truth = Path(particles_path).parent / "truth.npz"
     if truth.is_file():
-        _copy_file(truth, out_dir / "truth.npz")
+        copy_file_atomic(truth, out_dir / "truth.npz")
 
     nuts_z = None
     if cfg.nuts_subset:
@@ -925,7 +916,7 @@ def fit(
         draws = nuts_posterior(problem, params, subset, k_nuts)
         nuts_mean, nuts_sd = draws.mean(axis=0), draws.std(axis=0)
         nuts_z = (z_mean[subset] - nuts_mean) / nuts_sd
-        _save_npz(
+        save_npz_atomic(
             out_dir / "nuts.npz", particle_index=problem.rows[subset], z_draws=draws,
             svi_z_mean=z_mean[subset], svi_z_sd=z_sd[subset],
         )  # fmt: skip

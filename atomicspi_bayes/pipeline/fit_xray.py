@@ -32,7 +32,6 @@ from __future__ import annotations
 import dataclasses
 import logging
 import math
-import shutil
 import time
 import tomllib
 from dataclasses import dataclass, fields
@@ -43,14 +42,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from atomicspi_bayes.atomic_files import atomic_path
+from atomicspi_bayes.atomic_files import copy_file_atomic, save_npy_atomic, save_npz_atomic
 from atomicspi_bayes.errors import ConfigError, InputFormatError
 from atomicspi_bayes.pipeline.outputs import (
-    _clear_run_dir,
-    _ensemble_latents,
-    _prepare_run_dir,
-    _save_npy,
-    _save_npz,
+    clear_run_dir,
+    ensemble_latents,
+    prepare_run_dir,
 )
 
 __all__ = ["XrayFitConfig", "XrayFitResult", "fit_xray", "read_xray_fit_config"]
@@ -432,11 +429,11 @@ def fit_xray(
     xcfg = xcfg if xcfg is not None else XrayFitConfig()
     particles_path, out_dir = Path(particles_path), Path(out_dir)
     folder = _dataset_folder(particles_path)
-    _prepare_run_dir(out_dir, cfg)
+    prepare_run_dir(out_dir, cfg)
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
     setup = _Setup(folder, structure_path, cfg, xcfg, topology)
-    _clear_run_dir(out_dir, cfg)  # only once the new inputs have been read and checked
+    clear_run_dir(out_dir, cfg)  # only once the new inputs have been read and checked
     n = setup.n
     bsz = min(cfg.batch_size, n)
     steps_per_epoch = max(1, n // bsz)
@@ -570,7 +567,7 @@ def fit_xray(
 
         t0 = time.perf_counter()
         z_now = np.asarray(params["z_loc"])
-        z_grid = _ensemble_latents(z_now, xcfg.n_search_conformations).astype(np.float32)
+        z_grid = ensemble_latents(z_now, xcfg.n_search_conformations).astype(np.float32)
         _, nodes = decode_nodes(decoder_from_params(params, static), jnp.asarray(z_grid), static)
         maps = _maps(setup, xcfg, list(setup.atom_coords(np.asarray(nodes))))
         search = _search(jax.random.fold_in(k_search, 2), setup, xcfg, maps)
@@ -598,7 +595,7 @@ def fit_xray(
     )
     rows = np.arange(n, dtype=np.int64)
 
-    _save_npy(out_dir / "elbo.npy", elbo)
+    save_npy_atomic(out_dir / "elbo.npy", elbo)
     idata = posterior_inference_data(
         z_draws, z_mean, z_sd, rows, elbo, rotation_draws=rotation_draws,
         posterior_method="xray_local",
@@ -618,7 +615,7 @@ def fit_xray(
 
     _, nodes = decode_nodes(
         decoder_from_params(params, static),
-        jnp.asarray(_ensemble_latents(z_mean, cfg.n_ensemble), jnp.float32),
+        jnp.asarray(ensemble_latents(z_mean, cfg.n_ensemble), jnp.float32),
         static,
     )
     ensemble = atom_coords_from_beads(
@@ -627,9 +624,8 @@ def fit_xray(
     write_multimodel_pdb(out_dir / "ensemble.pdb", setup.reference, np.asarray(ensemble))
     truth = folder / "truth.npz"
     if truth.is_file():
-        with atomic_path(out_dir / "truth.npz") as tmp:
-            shutil.copyfile(truth, tmp)
-    _save_npz(
+        copy_file_atomic(truth, out_dir / "truth.npz")
+    save_npz_atomic(
         out_dir / "latents.npz", z_mean=z_mean, z_sd=z_sd, z_draws=z_draws, particle_index=rows,
         rotation_mean=rot_mean.astype(np.float32), rotation_sd=rot_sd,
         rotation_search=np.asarray(rotation0, np.float32),

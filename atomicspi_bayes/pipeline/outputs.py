@@ -18,7 +18,8 @@ S = 100). Here they are produced and written a block of draws at a time:
   ``diagnostics.export.posterior_inference_data``: the small variables through xarray, the
   draws and ``log_q`` appended with h5netcdf a block at a time), each atomically.
 
-Also here: the run-folder helpers shared by ``pipeline.fit`` and ``pipeline.fit_xray``.
+Also here: the run-folder helpers shared by ``pipeline.fit`` and ``pipeline.fit_xray``
+(``prepare_run_dir``, ``clear_run_dir``, ``ensemble_latents``).
 
 Public API (of this module; the package re-exports none of it)::
 
@@ -71,7 +72,7 @@ _OUTPUTS = (
 )  # fmt: skip
 
 
-def _prepare_run_dir(out_dir: Path, cfg) -> None:
+def prepare_run_dir(out_dir: Path, cfg) -> None:
     """Refuse a finished run or stray checkpoints unless ``cfg.force`` / ``cfg.resume``."""
     finished = (out_dir / "latents.npz").exists()
     if finished and not (cfg.force or cfg.resume):
@@ -88,7 +89,7 @@ def _prepare_run_dir(out_dir: Path, cfg) -> None:
         )
 
 
-def _clear_run_dir(out_dir: Path, cfg) -> None:
+def clear_run_dir(out_dir: Path, cfg) -> None:
     """With --force (not --resume): remove the previous run's outputs, once the new inputs
     have been read and checked (a refused ``fit --force`` keeps the previous result)."""
     if cfg.force and not cfg.resume:
@@ -98,17 +99,7 @@ def _clear_run_dir(out_dir: Path, cfg) -> None:
     out_dir.mkdir(parents=True, exist_ok=True)
 
 
-def _save_npz(path: Path, **arrays: np.ndarray) -> None:
-    with atomic_open(path, "wb") as fh:
-        np.savez(fh, **arrays)
-
-
-def _save_npy(path: Path, array: np.ndarray) -> None:
-    with atomic_open(path, "wb") as fh:
-        np.save(fh, array)
-
-
-def _ensemble_latents(z_mean: np.ndarray, n: int) -> np.ndarray:
+def ensemble_latents(z_mean: np.ndarray, n: int) -> np.ndarray:
     """``(n, D)`` latents along the data: 5-95 % quantiles along the first principal axis."""
     centre = z_mean.mean(axis=0)
     _, _, vt = np.linalg.svd(z_mean - centre, full_matrices=False)

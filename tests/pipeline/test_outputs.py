@@ -11,10 +11,10 @@ import numpy as np
 import pytest
 import xarray as xr
 
+from atomicspi_bayes.atomic_files import save_npz_atomic
 from atomicspi_bayes.diagnostics.export import posterior_inference_data, write_posterior
 from atomicspi_bayes.physics.geometry import random_rotations
 from atomicspi_bayes.pipeline.outputs import (
-    _save_npz,
     normal_rows,
     streamed_posterior,
     write_latents,
@@ -69,7 +69,7 @@ def test_streamed_outputs_equal_the_in_memory_ones(tmp_path, poses):
     }  # fmt: skip
     extra = {k: enc[k] for k in ("rotation_mean", "rotation_sd", "shift_mean", "shift_sd")
              if poses}  # fmt: skip
-    _save_npz(tmp_path / "old.npz", **latents, **extra)
+    save_npz_atomic(tmp_path / "old.npz", **latents, **extra)
     idata = posterior_inference_data(
         post["z_draws"], post["z_mean"], post["z_sd"], rows, elbo,
         rotation_draws=post["rotation_draws"], shift_draws=post["shift_draws"],
