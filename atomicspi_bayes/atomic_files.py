@@ -25,6 +25,7 @@ __all__ = [
     "atomic_open",
     "atomic_path",
     "copy_file_atomic",
+    "fsync_dir",
     "save_npy_atomic",
     "save_npz_atomic",
     "write_bytes_atomic",
@@ -36,7 +37,7 @@ def _one_line(text: object) -> str:
     return " ".join(str(text).split())
 
 
-def _fsync_dir(folder: Path) -> None:
+def fsync_dir(folder: Path) -> None:
     """Make the rename durable (best effort: some filesystems refuse fsync on folders)."""
     try:
         fd = os.open(folder, os.O_RDONLY)
@@ -92,7 +93,7 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
-    _fsync_dir(folder)
+    fsync_dir(folder)
 
 
 @contextlib.contextmanager

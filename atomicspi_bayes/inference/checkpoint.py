@@ -36,7 +36,7 @@ from typing import Any
 import jax
 import numpy as np
 
-from atomicspi_bayes.atomic_files import _fsync_dir
+from atomicspi_bayes.atomic_files import fsync_dir
 from atomicspi_bayes.errors import ConfigError, InputFormatError
 
 __all__ = [
@@ -210,7 +210,7 @@ def save_checkpoint(
             with contextlib.suppress(OSError):
                 tmp.unlink()
             raise
-        _fsync_dir(directory)
+        fsync_dir(directory)
     except OSError as exc:
         raise ConfigError(
             f"cannot write checkpoint {final}: {exc.strerror or exc}; "

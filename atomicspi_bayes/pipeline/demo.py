@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from atomicspi_bayes.atomic_files import write_bytes_atomic
+from atomicspi_bayes.atomic_files import write_text_atomic
 from atomicspi_bayes.errors import MissingDependencyError
 
 log = logging.getLogger(__name__)
@@ -278,9 +278,7 @@ def run_demo(
     if not stage_done:
         report = write_report(run_dir)
     summary = summarize(run_dir, report)
-    write_bytes_atomic(
-        out / "summary.json", (json.dumps(summary.as_dict(), indent=2) + "\n").encode()
-    )
+    write_text_atomic(out / "summary.json", json.dumps(summary.as_dict(), indent=2) + "\n")
     return summary
 
 
