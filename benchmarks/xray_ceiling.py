@@ -1,8 +1,9 @@
 """Ceiling of X-ray conformation recovery at a given fluence (orientation at truth); one JSON.
 
 Same data as ``benchmarks/xray_fit.py`` (AdK DIMS frames simulated all-atom on a 64²
-detector, 6 keV, 70 mm, 400 µm pixels, Poisson photons at ``--fluence`` photons/Å²; fit side
-bins 2x2 and keeps ``|k| <= 1/--resolution``). For every pattern the exact Poisson
+detector, 6 keV, 70 mm, 400 µm pixels, Poisson photons at ``--fluence`` photons/Å²; scored
+as the fit's search does: ``--bin-factor`` bins, ``|k| <= 1/--resolution``, default every
+pixel unbinned). For every pattern the exact Poisson
 log-likelihood of each candidate conformation is evaluated at the **true** orientation on the
 tabulated all-atom maps (``physics.xray_orientation``, the fit's own scoring), giving the
 posterior over candidates under a uniform prior and its mean path position. Its Spearman rho
@@ -14,6 +15,10 @@ against the true path position is the best any method can reach with these photo
   (``refine_rotations`` from the truth) -- what a search that has found the right basin sees;
 - ``interp``: candidates = ``--n-interp`` structures interpolated linearly between frame 0
   and the last frame (Kabsch-superposed): the template path of ``fit_xray``.
+
+``--unknown-pose``: the same candidates with the orientation unknown, searched on the
+``--n-grid`` SO(3) grid as the fit does (``search_orientations``): the grid-marginal and
+profile posteriors over the candidates.
 
 Also reports the mean posterior sd of the path position (a per-pattern Fisher-like width)
 and, for ``--frames ends``, the AUC of open vs closed from the posterior mean.
@@ -43,8 +48,14 @@ def main() -> None:
     parser.add_argument("--frame-stride", type=int, default=2)
     parser.add_argument("--n-interp", type=int, default=6)
     parser.add_argument("--map-step", type=float, default=0.003)
-    parser.add_argument("--resolution", type=float, default=12.0)
+    parser.add_argument("--resolution", type=float, default=0.0, help="Å, scored pixels (0 = all)")
     parser.add_argument("--profile", action="store_true", help="also the pose-refined profile")
+    parser.add_argument(
+        "--unknown-pose", action="store_true",
+        help="also the orientation-marginal posterior (grid search, as the fit does)",
+    )  # fmt: skip
+    parser.add_argument("--n-grid", type=int, default=20000)
+    parser.add_argument("--bin-factor", type=int, default=1)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
     t_start = time.perf_counter()
@@ -75,8 +86,11 @@ def main() -> None:
     summary = simulate_xray_dataset(
         jax.random.key(args.seed), PSF, work / "data", dcfg, trajectory_path=DCD
     )
-    cfg = FitConfig(resolution=args.resolution)
-    xcfg = XrayFitConfig(map_step=args.map_step)
+    cfg = FitConfig()
+    xcfg = XrayFitConfig(
+        map_step=args.map_step, search_bin_factor=args.bin_factor,
+        search_resolution=args.resolution,
+    )  # fmt: skip
     setup = _Setup(work / "data", work / "reference.pdb", cfg, xcfg, None)
     truth = np.load(work / "data" / "truth.npz")
     path, true_rot = truth["path_position"], jnp.asarray(truth["rotations"])
@@ -93,10 +107,8 @@ def main() -> None:
             out.append(xo.intensity_map(atoms, setup.k_max_map, xcfg.map_step))
         return xo.stack_maps(out)
 
-    k = jnp.asarray(setup.k)
-    factor = jnp.asarray(setup.factor)
-    bg = jnp.asarray(setup.background)
-    counts = jnp.asarray(setup.counts)
+    px = setup.search
+    k, factor, bg, counts = (jnp.asarray(a) for a in (px.k, px.factor, px.background, px.counts))
 
     def true_pose_loglik(imap):
         n_models = imap.values.shape[0]
@@ -121,6 +133,19 @@ def main() -> None:
 
         keys = jax.random.split(jax.random.key(args.seed + 1), setup.n)
         return np.asarray(jax.lax.map(lambda a: one(*a), (keys, counts, true_rot), batch_size=8))
+
+    def unknown_pose(imap, positions, name):
+        t_u = time.perf_counter()
+        opts = dict(n_grid=args.n_grid, top_k=8)
+        grid_only = xo.search_orientations(
+            jax.random.key(args.seed + 2), imap, k, factor, px.counts, setup.fluence, bg,
+            **opts,
+        )  # fmt: skip
+        result[f"{name}_unknown_pose_grid_marginal"] = summarise(
+            grid_only.model_logmarginal, positions
+        )
+        result[f"{name}_unknown_pose_profile"] = summarise(grid_only.model_loglik, positions)
+        result[f"{name}_unknown_pose_s"] = round(time.perf_counter() - t_u, 1)
 
     def summarise(ll, positions):
         w = np.exp(ll - ll.max(axis=1, keepdims=True))
@@ -152,6 +177,8 @@ def main() -> None:
     result["oracle"]["n_candidates"] = int(cand.size)
     if args.profile:
         result["oracle_profile"] = summarise(profile_loglik(frame_maps), positions)
+    if args.unknown_pose:
+        unknown_pose(frame_maps, positions, "oracle")
     t_oracle = time.perf_counter() - t0
 
     ref = centred[0][keep]
@@ -163,6 +190,8 @@ def main() -> None:
     interp_maps = maps_of([ref + ti * (other - ref) for ti in t])
     result["interp"] = summarise(true_pose_loglik(interp_maps), t)
     result["interp"]["n_candidates"] = int(args.n_interp)
+    if args.unknown_pose:
+        unknown_pose(interp_maps, t, "interp")
 
     print(
         json.dumps(
@@ -174,7 +203,7 @@ def main() -> None:
                 "fluence_photons_per_angstrom2": args.fluence,
                 "fluence_photons_per_um2": args.fluence * 1e8,
                 "mean_photons_per_pattern": summary["mean_photons_per_pattern"],
-                "n_scored_pixels": int(setup.k.shape[0]),
+                "n_scored_pixels": int(px.k.shape[0]),
                 **result,
                 "oracle_s": round(t_oracle, 1),
                 "total_s": round(time.perf_counter() - t_start, 1),

@@ -46,7 +46,9 @@ def main() -> None:
     parser.add_argument("--frames", choices=("ends", "all", "closed"), default="ends")
     parser.add_argument("--n-grid", type=int, default=30000)
     parser.add_argument("--top-k", type=int, default=8)
-    parser.add_argument("--map-step", type=float, default=0.004)
+    parser.add_argument("--map-step", type=float, default=0.003)
+    parser.add_argument("--search-resolution", type=float, default=0.0, help="Å, 0 = all")
+    parser.add_argument("--search-bin-factor", type=int, default=1)
     parser.add_argument("--search-model", default="atoms")
     parser.add_argument("--search-modes", type=int, default=2)
     parser.add_argument("--search-rounds", type=int, default=1)
@@ -114,6 +116,7 @@ def main() -> None:
     xcfg = XrayFitConfig(
         n_grid=args.n_grid, top_k=args.top_k, map_step=args.map_step,
         search_model=args.search_model, search_modes=args.search_modes,
+        search_resolution=args.search_resolution, search_bin_factor=args.search_bin_factor,
         search_amplitude=args.search_amplitude,
         template=str(work / "template.pdb") if args.template else "",
         n_search_conformations=args.n_search_conformations,
