@@ -256,12 +256,31 @@ def simulate(
     shift_sd: float = typer.Option(0.0, "--shift-sd", help="SD of origin shifts in Å."),
     coarse_grained: bool = typer.Option(False, "--coarse-grained", help="Residue beads."),
     modality: str = typer.Option("cryoem", "--modality", help="cryoem or xray."),
+    energy: float = typer.Option(None, "--energy", help="xray: photon energy, keV (6)."),
+    distance: float = typer.Option(None, "--distance", help="xray: detector distance, mm (100)."),
+    detector_pixel: float = typer.Option(
+        None, "--detector-pixel", help="xray: pixel pitch, µm (200·128/box)."
+    ),
+    beam_stop: float = typer.Option(
+        None, "--beam-stop", help="xray: beam-stop radius, pixels (2·box/128)."
+    ),
+    fluence: float = typer.Option(
+        None, "--fluence", help="xray: photons/µm² per pulse (1e14: 1e12 in a 100 nm focus)."
+    ),
+    background: float = typer.Option(
+        None, "--background", help="xray: mean background photons per pixel (0)."
+    ),
     seed: int = typer.Option(
         0, "--seed", help="Random seed (same seed, same files).", callback=_checked_seed
     ),
     force: bool = typer.Option(False, "--force", help="Overwrite an existing dataset."),
 ) -> None:
-    """Simulate particles with ground truth: DIR/particles.star, particles.mrcs, truth.npz."""
+    """Simulate particles with ground truth: DIR/particles.star, particles.mrcs, truth.npz.
+
+    X-ray (``--modality xray``): diffraction patterns of the structure on a square detector
+    (``--box`` pixels; ``--energy``, ``--distance``, ``--detector-pixel``, ``--beam-stop``),
+    Poisson photons at ``--fluence``, all atoms unless ``--coarse-grained``.
+    """
     import jax
     from rich.progress import MofNCompleteColumn, Progress, TimeRemainingColumn
 
@@ -269,7 +288,13 @@ def simulate(
 
     if noise_free and snr is not None:
         raise ConfigError("--snr and --noise-free exclude each other; give one of them")
+    xray_options = {
+        "--energy": energy, "--distance": distance, "--detector-pixel": detector_pixel,
+        "--beam-stop": beam_stop, "--fluence": fluence, "--background": background,
+    }  # fmt: skip
     if modality == "xray":
+        import dataclasses
+
         from atomicspi_bayes.synthetic.xray import (
             XrayDatasetConfig,
             default_xray_geometry,
@@ -278,15 +303,31 @@ def simulate(
 
         if (out / "particles.star").exists() and not force:
             raise ConfigError(f"{out / 'particles.star'} exists; use another --out or --force")
+        geometry = default_xray_geometry(box)
+        given = {
+            "photon_energy_kev": energy, "distance_mm": distance,
+            "pixel_size_um": detector_pixel, "beam_stop_radius_px": beam_stop,
+        }  # fmt: skip
+        geometry = dataclasses.replace(
+            geometry, **{k: v for k, v in given.items() if v is not None}
+        )
         xcfg = XrayDatasetConfig(
-            n_patterns=n, geometry=default_xray_geometry(box), noise_free=noise_free,
-            b_factor=b_factor,
+            n_patterns=n, geometry=geometry, noise_free=noise_free, b_factor=b_factor,
+            coarse_grained=coarse_grained,
+            fluence_photons_per_angstrom2=1e6 if fluence is None else fluence / 1e8,
+            background_photons_per_pixel=0.0 if background is None else background,
         )  # fmt: skip
-        simulate_xray_dataset(jax.random.key(seed), structure, out, xcfg, trajectory)
-        console.print(f"simulate: {n} X-ray patterns in {out}")
+        summary = simulate_xray_dataset(jax.random.key(seed), structure, out, xcfg, trajectory)
+        console.print(
+            f"simulate: {n} X-ray patterns in {out}, "
+            f"{summary['mean_photons_per_pattern']:.0f} photons/pattern"
+        )
         return
     if modality != "cryoem":
         raise ConfigError(f"--modality {modality!r}: choose cryoem or xray")
+    for name, value in xray_options.items():
+        if value is not None:
+            raise ConfigError(f"{name} applies to --modality xray only")
     from atomicspi_bayes.synthetic import CryoEMDatasetConfig, simulate_cryoem_dataset
 
     cfg = CryoEMDatasetConfig(

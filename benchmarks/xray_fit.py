@@ -60,6 +60,7 @@ def main() -> None:
     parser.add_argument(
         "--conformation-posterior", choices=("marginal", "profile"), default="marginal"
     )
+    parser.add_argument("--pose-average", action="store_true")
     parser.add_argument("--epochs", type=int, default=40)
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--n-modes", type=int, default=10)
@@ -122,6 +123,7 @@ def main() -> None:
         n_search_conformations=args.n_search_conformations,
         search_rounds=args.search_rounds,
         conformation_posterior=args.conformation_posterior,
+        pose_average=args.pose_average,
     )  # fmt: skip
     t0 = time.perf_counter()
     result = fit_xray(work / "data", ref, work / "run", cfg, xcfg)

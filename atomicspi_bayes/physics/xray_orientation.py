@@ -47,6 +47,7 @@ __all__ = [
     "friedel_twin",
     "intensity_map",
     "map_intensity",
+    "mean_rotation",
     "refine_rotations",
     "score_rotations",
     "search_orientations",
@@ -57,6 +58,16 @@ __all__ = [
 
 RZ_PI = np.diag([-1.0, -1.0, 1.0]).astype(np.float32)
 """The beam-axis two-fold ``R_z(π)``: ``A`` and ``R_z(π) A`` give the same flat-Ewald pattern."""
+
+
+def mean_rotation(rotations, weights) -> np.ndarray:
+    """Weighted chordal mean of nearby poses: ``(..., C, 3, 3)``, weights ``(..., C)`` ->
+    ``(..., 3, 3)``, the rotation closest (Frobenius) to ``Σ w_c A_c`` (SVD projection)."""
+    m = np.einsum("...c,...cij->...ij", np.asarray(weights, np.float64), rotations)
+    u, _, vt = np.linalg.svd(m)
+    d = np.sign(np.linalg.det(u @ vt))
+    u[..., :, 2] *= d[..., None]
+    return (u @ vt).astype(np.float32)
 
 
 def friedel_twin(rotations: jax.Array) -> jax.Array:
@@ -260,6 +271,8 @@ class OrientationFit(NamedTuple):
             quadrature: ``logsumexp_g ll(g, c) - log M``); ``softmax`` over models is their
             posterior with the orientation integrated out, which does not favour models
             whose best pose is sharper by chance (the profile's bias on ambiguous patterns).
+        model_rotations: ``(B, C, 3, 3)`` the pose of every model behind ``model_loglik``
+            (refined from the best pose under that model; same two-fold member).
     """
 
     rotations: np.ndarray
@@ -269,6 +282,7 @@ class OrientationFit(NamedTuple):
     runner_up_gap: np.ndarray
     model_loglik: np.ndarray
     model_logmarginal: np.ndarray
+    model_rotations: np.ndarray
 
 
 def _top_k_scan(imap, k, factor, counts, grid, fluence, background, top_k, chunk):
@@ -421,7 +435,7 @@ def search_orientations(
         starts = jnp.broadcast_to(rot, (n_models, 3, 3))
         return refine_rotations(
             key_i, imap, k, factor, c, starts, fluence, background, jnp.arange(n_models), **opts
-        )[1]
+        )
 
     per_model_block = jax.jit(jax.vmap(per_model))
 
@@ -448,13 +462,15 @@ def search_orientations(
     far = np.asarray(twofold_angle(jnp.asarray(rots), jnp.asarray(best_rot)[:, None]))
     runner = np.where(far > math.radians(10.0), ll, -np.inf).max(axis=1)
     model_ll = np.zeros((b, n_models))
+    model_rot = np.zeros((b, n_models, 3, 3), np.float32)
     for start in range(0, b, block):
         idx = np.arange(start, min(start + block, b))
         sel = np.concatenate([idx, np.full(block - idx.size, idx[-1])])
         keys = jax.random.split(jax.random.fold_in(key, b + start), block)
-        out = per_model_block(keys, jnp.asarray(counts[sel]), jnp.asarray(best_rot[sel]))
-        model_ll[idx] = np.asarray(out)[: idx.size]
+        rot_c, ll_c = per_model_block(keys, jnp.asarray(counts[sel]), jnp.asarray(best_rot[sel]))
+        model_ll[idx] = np.asarray(ll_c)[: idx.size]
+        model_rot[idx] = np.asarray(rot_c)[: idx.size]
     return OrientationFit(
         best_rot, mods[rows, j], best_ll, np.concatenate(grid_best), best_ll - runner, model_ll,
-        np.concatenate(marg_all),
+        np.concatenate(marg_all), model_rot,
     )  # fmt: skip

@@ -119,6 +119,7 @@ class XrayFitConfig:
     svi_rounds_split: float = 0.5
     learn_rotation: bool = False
     conformation_posterior: str = "marginal"
+    pose_average: bool = False
 
     def __post_init__(self) -> None:
         def need(ok: bool, what: str) -> None:
@@ -454,6 +455,7 @@ def fit_xray(
     from atomicspi_bayes.inference import SVIConfig, config_fingerprint, run_svi
     from atomicspi_bayes.io import read_particles, write_multimodel_pdb, write_star
     from atomicspi_bayes.model import LatentDecoder, ModelConfig, TangentNormalSO3
+    from atomicspi_bayes.physics import xray_orientation as xo
     from atomicspi_bayes.physics.geometry import axis_angle_to_matrix
     from atomicspi_bayes.physics.xray import DetectorArrays
     from atomicspi_bayes.pipeline.fit import FitConfig, write_fit_config
@@ -563,6 +565,9 @@ def fit_xray(
         "search_sd": np.sqrt(np.maximum(weights @ amps**2 - chosen**2, 0.0)).astype(np.float32),
     }
     static = dataclasses.replace(static, z_init=_initial_z(chosen, static.z_init))
+    rotation0 = search.rotations
+    if xcfg.pose_average:
+        rotation0 = xo.mean_rotation(search.model_rotations, weights)
     timings["search1_s"] = time.perf_counter() - t0
     logger.info("orientation search 1: %.1f s for %d patterns", timings["search1_s"], n)
 
@@ -599,10 +604,9 @@ def fit_xray(
     split = 1.0 if xcfg.search_rounds == 1 else xcfg.svi_rounds_split
     steps1 = max(1, int(num_steps * split))
     t0 = time.perf_counter()
-    result = svi_round("round1", steps1, search.rotations, None, static)
+    result = svi_round("round1", steps1, rotation0, None, static)
     timings["svi1_s"] = time.perf_counter() - t0
     losses = [np.asarray(result.losses)]
-    rotation0 = search.rotations
     params = result.params
     if xcfg.search_rounds == 2:
         from atomicspi_bayes.model import decode_nodes, decoder_from_params

@@ -47,6 +47,10 @@ def test_bad_xray_fit_settings_are_config_errors(tmp_path):
         XrayFitConfig(map_step=0.0)
     with pytest.raises(ConfigError):
         XrayFitConfig(background=0.0)
+    with pytest.raises(ConfigError, match="search_bin_factor"):
+        XrayFitConfig(search_bin_factor=0)
+    with pytest.raises(ConfigError, match="search_resolution"):
+        XrayFitConfig(search_resolution=-1.0)
     recipe = tmp_path / "r.toml"
     recipe.write_text("[xray]\nn_gird = 10\n")
     with pytest.raises(ConfigError, match="n_gird"):
@@ -153,3 +157,29 @@ def test_cli_fit_xray_recovers_orientations_and_writes_the_run_layout(bright, tm
     assert diag.returncode == 0, diag.stderr
     assert (run / "diagnostics").is_dir()
     json.dumps(summary)
+
+
+def test_search_scores_its_own_pixels_and_the_svi_its_own(bright, tmp_path):
+    """Search: every measured pixel unbinned by default; SVI: bins and the resolution cut."""
+    from atomicspi_bayes.pipeline import FitConfig
+    from atomicspi_bayes.pipeline.fit_xray import _Setup
+    from atomicspi_bayes.synthetic.xray import read_xray_dataset
+
+    root, _ = bright
+    _, _, stack = read_xray_dataset(root / "data")
+    counts = np.asarray(stack[np.arange(len(stack))])
+    setup = _Setup(
+        root / "data", root / "ref.pdb", FitConfig(resolution=20.0), XrayFitConfig(), None
+    )
+    measured = default_xray_geometry(32).n_pixels ** 2
+    assert setup.search.k.shape[0] < measured  # the beam stop is not scored
+    np.testing.assert_allclose(setup.search.counts.sum(1), counts.sum((1, 2)))  # every photon
+    assert np.linalg.norm(setup.svi.k, axis=1).max() <= 1 / 20.0
+    assert setup.svi.counts.shape == (8, setup.svi.k.shape[0]) < setup.search.counts.shape
+    assert setup.k_max_map == pytest.approx(np.linalg.norm(setup.search.k, axis=1).max())
+    binned = _Setup(
+        root / "data", root / "ref.pdb", FitConfig(resolution=20.0),
+        XrayFitConfig(search_bin_factor=2, search_resolution=20.0), None,
+    )  # fmt: skip
+    np.testing.assert_array_equal(binned.search.k, binned.svi.k)
+    np.testing.assert_array_equal(binned.search.counts, binned.svi.counts)

@@ -12,7 +12,11 @@ from atomicspi_bayes.errors import ConfigError
 from atomicspi_bayes.io import load_trajectory
 from atomicspi_bayes.physics import xray
 from atomicspi_bayes.physics import xray_orientation as xo
-from atomicspi_bayes.physics.geometry import geodesic_angle, random_rotations
+from atomicspi_bayes.physics.geometry import (
+    axis_angle_to_matrix,
+    geodesic_angle,
+    random_rotations,
+)
 from atomicspi_bayes.synthetic.xray import default_xray_geometry
 
 
@@ -155,3 +159,29 @@ def test_search_over_two_conformations_picks_the_one_that_made_the_data(adk_bead
     assert np.all(fit.model_logmarginal < scores.max(-1))  # an average is below the maximum
     err = np.degrees(np.asarray(xo.twofold_angle(jnp.asarray(fit.rotations), true)))
     assert np.median(err) < 5.0, err
+    # each model's own refined pose: the winner's equals the best pose, the other is near it
+    assert fit.model_rotations.shape == (3, 2, 3, 3)
+    own = np.asarray(xo.twofold_angle(jnp.asarray(fit.model_rotations[:, 1]), true))
+    assert np.degrees(np.median(own)) < 5.0, own
+    assert np.all(fit.model_loglik[:, 1] >= fit.loglik - 1e-3)  # refining never loses
+    rescored = [
+        np.asarray(xo.score_rotations(imap, k, factor, c[i : i + 1], fit.model_rotations[i], 3e6,
+                                      bg, jnp.arange(2)))[0]
+        for i in range(3)
+    ]  # fmt: skip
+    np.testing.assert_allclose(np.stack(rescored), fit.model_loglik, rtol=1e-5)
+
+
+def test_mean_rotation_is_the_weighted_chordal_mean():
+    turn = np.asarray(axis_angle_to_matrix(jnp.array([[0.0, 0.0, 0.2], [0.0, 0.0, -0.2]])))
+    np.testing.assert_allclose(xo.mean_rotation(turn, [0.5, 0.5]), np.eye(3), atol=1e-6)
+    # unequal weights on a one-axis pair: the angle of the mean is atan of the weighted sines
+    mean = xo.mean_rotation(turn, [0.75, 0.25])
+    angle = np.arctan2(0.5 * np.sin(0.2), np.cos(0.2))
+    np.testing.assert_allclose(
+        mean, np.asarray(axis_angle_to_matrix(jnp.array([0, 0, angle]))), atol=1e-6
+    )
+    grid = xo.so3_grid(4)  # batched: each pose averaged with itself is itself
+    out = xo.mean_rotation(np.stack([grid, grid], axis=1), np.full((4, 2), 0.5))
+    np.testing.assert_allclose(out, grid, atol=1e-5)
+    np.testing.assert_allclose(np.linalg.det(out), 1.0, atol=1e-5)

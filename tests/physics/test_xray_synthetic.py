@@ -103,3 +103,23 @@ def test_bad_settings_are_config_errors(tmp_path):
         )
     with pytest.raises(InputFormatError):
         read_xray_dataset(tmp_path)
+
+
+def test_cli_detector_and_fluence_options_reach_the_dataset(run_cli, tmp_path):
+    """``simulate --modality xray`` options set the geometry; photons scale with fluence."""
+    common = ["simulate", PSF, "--trajectory", DCD, "--modality", "xray", "--n", 4,
+              "--box", 16, "--energy", 8, "--distance", 80, "--detector-pixel", 1000,
+              "--beam-stop", 1, "--noise-free", "--coarse-grained"]  # fmt: skip
+    photons = []
+    for fluence in ("1e14", "3e14"):
+        out = tmp_path / fluence
+        code, stdout, err = run_cli([*common, "--out", out, "--fluence", fluence])
+        assert code == 0, err
+        assert "photons/pattern" in stdout
+        info = json.loads((out / "xray.json").read_text())
+        geometry = info["detector"]
+        assert geometry["photon_energy_kev"] == 8.0 and geometry["distance_mm"] == 80.0
+        assert geometry["pixel_size_um"] == 1000.0 and geometry["beam_stop_radius_px"] == 1.0
+        assert info["fluence_photons_per_angstrom2"] == pytest.approx(float(fluence) / 1e8)
+        photons.append(np.load(out / "truth.npz")["mean_photons"])
+    np.testing.assert_allclose(photons[1], 3.0 * photons[0], rtol=1e-5)

@@ -75,6 +75,23 @@ def test_xray_detector_of_zero_pixels_is_one_line(tmp_path):
                       "--box", 0, "--n", 1]), "n_pixels=0")  # fmt: skip
 
 
+@pytest.mark.parametrize(
+    ("option", "value", "needle"),
+    [("--distance", "-5", "distance_mm"), ("--energy", "0", "photon_energy_kev"),
+     ("--detector-pixel", "nan", "pixel_size_um"), ("--fluence", "0", "fluence"),
+     ("--background", "-1", "background")],
+)  # fmt: skip
+def test_unphysical_xray_setting_is_one_line(tmp_path, option, value, needle):
+    _refused(run_cli(["simulate", PDB, "--out", tmp_path / "x", "--modality", "xray",
+                      "--box", 16, "--n", 1, option, value]), needle)  # fmt: skip
+    assert not (tmp_path / "x").exists() or not any((tmp_path / "x").iterdir())
+
+
+def test_xray_setting_for_a_cryoem_simulation_is_one_line(tmp_path):
+    args = ["simulate", PDB, "--out", tmp_path / "c", "--n", 1, "--box", 16, "--pixel-size", 5]
+    _refused(run_cli([*args, "--fluence", "1e14"]), "--fluence", "xray only")
+
+
 def test_trajectory_without_readable_frames_is_one_line(tmp_path):
     """67 bytes inserted after the DCD header misalign every frame: mdtraj reads 0 frames."""
     from MDAnalysisTests.datafiles import DCD, PSF
