@@ -616,6 +616,9 @@ def case_simulate(r: Fair, ws: Workspace, tmp: Path) -> tuple[list, callable]:
         "--shift-sd": ["1", "2", "-1", "inf", "1e30"],
         "--modality": ["cryoem", "cryoem", "xray", "bogus", ""],
         "--seed": ["0", "7", "-1", str(2**64), str(2**63 - 1)],
+        "--fluence": ["1e14", "3e13", "0", "-1", "nan", "inf"],
+        "--distance": ["70", "100", "0", "-5", "nan"],
+        "--energy": ["6", "2", "0", "nan"],
     }
     args += _random_options(
         r, optional, 1 / 5, ("--noise-free", "--coarse-grained", "--force"), 1 / 5
