@@ -101,6 +101,11 @@ class XrayFitConfig:
             ``benchmarks/xray_fit.py``): grid-only scores favour the marginal (rho 0.82 vs
             0.80), after the per-structure refinement the two agree (0.841 vs 0.840 and
             0.900 vs 0.897 on two seeds with 8 structures; 6 structures: 0.77).
+        pose_average: each pattern's pose is the chordal mean of its poses refined under every
+            search structure, weighted by its posterior over them (else: the best refined
+            pose of the best structure). The patterns of intermediate states lie between the
+            search structures; AdK DIMS path, 435 photons/pattern: median rotation error
+            4.74 -> 4.48° and 4.37 -> 4.22° (seeds 0, 1).
     """
 
     bin_factor: int = 2
@@ -119,7 +124,7 @@ class XrayFitConfig:
     svi_rounds_split: float = 0.5
     learn_rotation: bool = False
     conformation_posterior: str = "marginal"
-    pose_average: bool = False
+    pose_average: bool = True
 
     def __post_init__(self) -> None:
         def need(ok: bool, what: str) -> None:
