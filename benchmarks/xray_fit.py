@@ -60,7 +60,7 @@ def main() -> None:
     parser.add_argument(
         "--conformation-posterior", choices=("marginal", "profile"), default="marginal"
     )
-    parser.add_argument("--pose-average", action=argparse.BooleanOptionalAction, default=True)
+    parser.add_argument("--pose-average", action="store_true")
     parser.add_argument("--epochs", type=int, default=40)
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--n-modes", type=int, default=10)
