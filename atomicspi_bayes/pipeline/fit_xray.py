@@ -2,16 +2,17 @@
 
 Glue (numerics in ``physics.xray``, ``physics.xray_orientation``, ``guides.xray``,
 ``inference``): read an X-ray dataset (``particles.star`` / ``xray.json`` folder written by
-``atomicspi simulate --modality xray``), bin the detector, then
+``atomicspi simulate --modality xray``), then
 
 1. orientation search over a few structures (the reference and its ANM deformations, or
-   structures interpolated towards a ``template`` of another state): all-atom intensity
-   maps, SO(3) grid scored by the Poisson likelihood (a GEMM), local refinement of the top
-   maxima and their Friedel two-fold partners (``physics.xray_orientation``); each
-   pattern's posterior over the structures initialises its ``z``;
+   structures interpolated towards a ``template`` of another state) on every detector pixel
+   (by default): all-atom intensity maps, SO(3) grid scored by the Poisson likelihood (a
+   GEMM), local refinement of the top maxima and their Friedel two-fold partners
+   (``physics.xray_orientation``); each pattern's posterior over the structures
+   initialises its ``z``;
 2. SVI of the conformation latent (ANM modes + decoder, residue beads by default) and of
-   per-particle orientations around the search result, Poisson likelihood
-   (``guides.xray``);
+   per-particle orientations around the search result, Poisson likelihood on binned pixels
+   up to ``resolution`` (``guides.xray``);
 3. (``search_rounds = 2``) a second search over the poses *and* ``n_search_conformations``
    structures decoded along the learned latent (each pattern takes the best
    (structure, pose) pair, EMC-style), which also re-initialises each pattern's ``z``;
