@@ -383,7 +383,7 @@ def search_orientations(
     n_grid: int = 30000,
     top_k: int = 8,
     chunk: int = 512,
-    pattern_block: int = 64,
+    pattern_block: int | None = None,
     refine: dict | None = None,
 ) -> OrientationFit:
     """Grid search + local refinement of every pattern's pose (and conformation of the map).
@@ -404,7 +404,10 @@ def search_orientations(
         n_grid: rotations of the :func:`so3_grid`.
         top_k: candidates refined per pattern (each with its two-fold partner).
         chunk: grid rotations scored together (memory ``chunk · P``).
-        pattern_block: patterns scored together (memory ``pattern_block · chunk``).
+        pattern_block: patterns scored and refined together. The refinement holds
+            ``~70 B x pattern_block x max(2 top_k, C) x n_trials x P`` (9.8 GB for 64 patterns
+            of 4095 pixels, 8 models), so ``None`` picks the largest block up to 64 that keeps
+            it near 2 GB (64 patterns up to ~1400 pixels, 21 at 64², 5 at 128²).
         refine: keyword overrides of :func:`refine_rotations` (radius, n_trials, ...).
     """
     k = jnp.asarray(k, jnp.float32)
@@ -415,6 +418,10 @@ def search_orientations(
     m = grid.shape[0]
     opts = {**(refine or {})}
     b = counts.shape[0]
+    n_models = imap.values.shape[0]
+    if pattern_block is None:
+        per_pattern = max(2 * top_k, n_models) * opts.get("n_trials", 24) * k.shape[0]
+        pattern_block = max(1, min(64, 2**25 // per_pattern))
     block = min(int(pattern_block), b)
 
     top = jax.jit(
@@ -429,7 +436,6 @@ def search_orientations(
         )
 
     refine_block = jax.jit(jax.vmap(refine_one))
-    n_models = imap.values.shape[0]
 
     def per_model(key_i, c, rot):
         starts = jnp.broadcast_to(rot, (n_models, 3, 3))

@@ -299,7 +299,7 @@ class _Setup:
         detector = xray.detector_arrays(self.geometry)
         bg = float(self.summary.get("background_photons_per_pixel", 0.0))
 
-        def pixels(factor: int, resolution: float) -> _Pixels:
+        def pixels(factor: int, resolution: float, setting: str) -> _Pixels:
             det = xo.bin_detector(detector, factor)
             k = np.asarray(det.k).reshape(-1, 3)
             keep = np.array(det.mask).ravel()
@@ -307,8 +307,8 @@ class _Setup:
                 keep &= np.linalg.norm(k, axis=1) <= 1.0 / resolution
             if not keep.any():
                 raise ConfigError(
-                    f"no detector pixel within resolution {resolution} Å; "
-                    f"use a larger resolution (coarser)"
+                    f"no detector pixel within {setting} = {resolution} Å; "
+                    f"use a larger {setting} (coarser)"
                 )
             return _Pixels(
                 k[keep],
@@ -317,8 +317,8 @@ class _Setup:
                 np.full(int(keep.sum()), bg * factor**2 + xcfg.background, np.float32),
             )
 
-        self.svi = pixels(xcfg.bin_factor, cfg.resolution)
-        self.search = pixels(xcfg.search_bin_factor, xcfg.search_resolution)
+        self.svi = pixels(xcfg.bin_factor, cfg.resolution, "resolution")
+        self.search = pixels(xcfg.search_bin_factor, xcfg.search_resolution, "search_resolution")
         self.fluence = float(self.summary["fluence_photons_per_angstrom2"])
 
         self.reference = load_structure(structure_path, topology)

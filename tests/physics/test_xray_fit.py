@@ -183,3 +183,8 @@ def test_search_scores_its_own_pixels_and_the_svi_its_own(bright, tmp_path):
     )  # fmt: skip
     np.testing.assert_array_equal(binned.search.k, binned.svi.k)
     np.testing.assert_array_equal(binned.search.counts, binned.svi.counts)
+    with pytest.raises(ConfigError, match=r"search_resolution = 1000\.0"):
+        _Setup(
+            root / "data", root / "ref.pdb", FitConfig(),
+            XrayFitConfig(search_resolution=1000.0), None,
+        )  # fmt: skip
