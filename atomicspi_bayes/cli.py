@@ -311,11 +311,14 @@ def simulate(
         geometry = dataclasses.replace(
             geometry, **{k: v for k, v in given.items() if v is not None}
         )
+        beam = {  # photons/µm² -> photons/Å²; unset ones keep XrayDatasetConfig's defaults
+            "fluence_photons_per_angstrom2": None if fluence is None else fluence / 1e8,
+            "background_photons_per_pixel": background,
+        }
         xcfg = XrayDatasetConfig(
             n_patterns=n, geometry=geometry, noise_free=noise_free, b_factor=b_factor,
             coarse_grained=coarse_grained,
-            fluence_photons_per_angstrom2=1e6 if fluence is None else fluence / 1e8,
-            background_photons_per_pixel=0.0 if background is None else background,
+            **{k: v for k, v in beam.items() if v is not None},
         )  # fmt: skip
         summary = simulate_xray_dataset(jax.random.key(seed), structure, out, xcfg, trajectory)
         console.print(
