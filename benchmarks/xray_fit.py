@@ -61,6 +61,9 @@ def main() -> None:
         "--conformation-posterior", choices=("marginal", "profile"), default="marginal"
     )
     parser.add_argument("--pose-average", action="store_true")
+    parser.add_argument("--bend-rounds", type=int, default=0, help="EM rounds bending the path")
+    parser.add_argument("--bend-steps", type=int, default=40)
+    parser.add_argument("--bend-prior-sd", type=float, default=4.0)
     parser.add_argument("--epochs", type=int, default=40)
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--n-modes", type=int, default=10)
@@ -123,7 +126,8 @@ def main() -> None:
         n_search_conformations=args.n_search_conformations,
         search_rounds=args.search_rounds,
         conformation_posterior=args.conformation_posterior,
-        pose_average=args.pose_average,
+        pose_average=args.pose_average, bend_rounds=args.bend_rounds,
+        bend_steps=args.bend_steps, bend_prior_sd=args.bend_prior_sd,
     )  # fmt: skip
     t0 = time.perf_counter()
     result = fit_xray(work / "data", ref, work / "run", cfg, xcfg)

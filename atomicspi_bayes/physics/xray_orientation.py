@@ -178,15 +178,25 @@ def intensity_map(
     """Tabulate ``|F(k)|²`` of ``scatterers`` (model frame) on ``[-k_max, k_max]³`` (1/Å).
 
     ``G = 2 ceil(k_max/step) + 3`` points per axis (one spare layer beyond ``k_max``). Cost
-    ``G³ · N`` phases, memory ``pixel_chunk · N``. Returns a one-model map (``C = 1``).
+    ``G³ · N`` phases, memory ``pixel_chunk · N``, also for gradients with respect to the
+    coordinates (each chunk is recomputed). Returns a one-model map (``C = 1``).
     """
     if not (np.isfinite(k_max) and k_max > 0 and np.isfinite(step) and step > 0):
         raise ConfigError(f"intensity map k_max={k_max}, step={step} must be finite and > 0")
     half = math.ceil(k_max / step) + 1
     axis = (np.arange(2 * half + 1) - half) * step
     grid = np.stack(np.meshgrid(axis, axis, axis, indexing="ij"), axis=-1).astype(np.float32)
-    f = molecular_transform(jnp.asarray(grid), scatterers, None, b_factor, pixel_chunk)
-    values = jnp.real(f) ** 2 + jnp.imag(f) ** 2
+    points = grid.reshape(-1, 3)
+    n_chunks = -(-points.shape[0] // pixel_chunk)
+    points = np.pad(points, ((0, n_chunks * pixel_chunk - points.shape[0]), (0, 0)))
+
+    @jax.checkpoint  # gradients recompute each chunk: memory stays pixel_chunk · N
+    def chunk_intensity(k_chunk):
+        f = molecular_transform(k_chunk, scatterers, None, b_factor)
+        return jnp.real(f) ** 2 + jnp.imag(f) ** 2
+
+    values = jax.lax.map(chunk_intensity, jnp.asarray(points.reshape(n_chunks, pixel_chunk, 3)))
+    values = values.reshape(-1)[: grid.size // 3].reshape(grid.shape[:3])
     return IntensityMap(values[None], jnp.float32(axis[0]), jnp.float32(step))
 
 

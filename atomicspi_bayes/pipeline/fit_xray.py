@@ -127,6 +127,10 @@ class XrayFitConfig:
     learn_rotation: bool = False
     conformation_posterior: str = "marginal"
     pose_average: bool = False
+    bend_rounds: int = 0
+    bend_steps: int = 40
+    bend_prior_sd: float = 4.0
+    bend_learning_rate: float = 0.1
 
     def __post_init__(self) -> None:
         def need(ok: bool, what: str) -> None:
@@ -166,6 +170,15 @@ class XrayFitConfig:
             f"background must be > 0 photons/pixel, got {self.background}",
         )
         need(0 < self.svi_rounds_split < 1, "svi_rounds_split must be in (0, 1)")
+        need(self.bend_rounds >= 0, f"bend_rounds must be >= 0, got {self.bend_rounds}")
+        need(
+            self.bend_rounds == 0 or bool(self.template),
+            "bend_rounds > 0 bends the template path: give a template",
+        )
+        need(self.bend_steps >= 1, f"bend_steps must be >= 1, got {self.bend_steps}")
+        for name in ("bend_prior_sd", "bend_learning_rate"):
+            value = getattr(self, name)
+            need(math.isfinite(value) and value > 0, f"{name} must be > 0 Å, got {value}")
         need(
             self.conformation_posterior in ("marginal", "profile"),
             "conformation_posterior must be 'marginal' or 'profile', "
@@ -226,7 +239,9 @@ class XrayFitResult:
         params: learned parameters.  items_per_s: SVI patterns per second.
         mean_photons: mean photons per pattern of the data.
         timings: wall seconds per stage.
-        search: the first search's posterior over its structures: ``search_weights (N, C)``,
+        search: the first search's posterior over its structures (after ``bend_rounds``:
+            the search on the bent path, plus ``path_bend (A, 3)`` Å and
+            ``path_bend_objective``): ``search_weights (N, C)``,
             ``search_coordinates (C, M)`` (ANM amplitudes in Å RMSD, or the path position in
             [0, 1] with a template), ``search_mean (N, M)``, ``search_sd (N, M)``.
     """
@@ -388,9 +403,8 @@ def _search_amplitudes(xcfg: XrayFitConfig, n_modes: int) -> np.ndarray:
     return np.asarray(rows, np.float32)
 
 
-def _template_path(setup, xcfg: XrayFitConfig, topology):
-    """``(C, 1)`` path positions in [0, 1] and ``(C, A, 3)`` kept-atom structures (centred)
-    interpolated linearly between the reference and ``xcfg.template`` superposed onto it."""
+def _template_ends(setup, xcfg: XrayFitConfig, topology):
+    """``(A, 3)`` kept-atom reference and ``xcfg.template`` superposed onto it (centred)."""
     from atomicspi_bayes.io import load_structure
 
     other = load_structure(xcfg.template, topology)
@@ -406,9 +420,7 @@ def _template_path(setup, xcfg: XrayFitConfig, topology):
     xyz = xyz - xyz.mean(axis=0)
     u, _, vt = np.linalg.svd(xyz.T @ ref)  # Kabsch: rotate the template onto the reference
     d = np.sign(np.linalg.det(u @ vt))
-    xyz = xyz @ (u @ np.diag([1.0, 1.0, d]) @ vt)
-    t = np.linspace(0.0, 1.0, xcfg.n_search_conformations)
-    return t[:, None].astype(np.float32), ref[None] + t[:, None, None] * (xyz - ref)[None]
+    return ref, xyz @ (u @ np.diag([1.0, 1.0, d]) @ vt)
 
 
 def _initial_z(amplitudes: np.ndarray, fallback: np.ndarray) -> np.ndarray:
@@ -465,6 +477,7 @@ def fit_xray(
     from atomicspi_bayes.physics import xray_orientation as xo
     from atomicspi_bayes.physics.geometry import axis_angle_to_matrix
     from atomicspi_bayes.physics.xray import DetectorArrays
+    from atomicspi_bayes.physics.xray_path import fit_path_bend, path_structures
     from atomicspi_bayes.pipeline.fit import FitConfig, write_fit_config
     from atomicspi_bayes.structure import (
         atom_coords_from_beads,
@@ -547,23 +560,48 @@ def fit_xray(
         learn_rotation=xcfg.learn_rotation,
     )
 
-    # round 1: search over the reference and its ANM deformations
+    # round 1: search over the reference and its ANM deformations (or the template path)
     t0 = time.perf_counter()
     if xcfg.template:
-        amps, templates = _template_path(setup, xcfg, topology)
+        start, end = _template_ends(setup, xcfg, topology)
+        amps = np.linspace(0.0, 1.0, xcfg.n_search_conformations, dtype=np.float32)[:, None]
+        templates = np.asarray(path_structures(start, end, amps[:, 0]))
     else:
         amps = _search_amplitudes(xcfg, int(eig.shape[0]))
         vectors = static.mode_vectors[: amps.shape[1]]
         templates = setup.atom_coords(setup.nodes[None] + np.einsum("ck,krd->crd", amps, vectors))
-    maps = _maps(setup, xcfg, list(templates))
-    search = _search(jax.random.fold_in(k_search, 1), setup, xcfg, maps)
-    score = (
-        search.model_logmarginal
-        if xcfg.conformation_posterior == "marginal"
-        else search.model_loglik
-    )
-    weights = np.exp(score - score.max(axis=1, keepdims=True))
-    weights /= weights.sum(axis=1, keepdims=True)  # posterior over the search structures
+
+    def search_structures(structures, round_):
+        found = _search(
+            jax.random.fold_in(k_search, round_), setup, xcfg, _maps(setup, xcfg, list(structures))
+        )
+        score = (
+            found.model_logmarginal
+            if xcfg.conformation_posterior == "marginal"
+            else found.model_loglik
+        )
+        w = np.exp(score - score.max(axis=1, keepdims=True))
+        return found, w / w.sum(axis=1, keepdims=True)  # posterior over the structures
+
+    search, weights = search_structures(templates, 1)
+    bend = None
+    for round_ in range(xcfg.bend_rounds):  # EM: bend the path to the patterns, search again
+        px = setup.search
+        bend = fit_path_bend(
+            setup.atoms, start, end, amps[:, 0], setup.reference.residue_index[setup.atom_keep],
+            px.k, px.factor, px.counts, setup.fluence, px.background, weights,
+            search.model_rotations, setup.k_max_map, xcfg.map_step,
+            prior_sd=xcfg.bend_prior_sd, n_steps=xcfg.bend_steps,
+            learning_rate=xcfg.bend_learning_rate,
+            init=None if bend is None else bend.group_bend,
+        )  # fmt: skip
+        logger.info(
+            "path bend %d: objective %.2f -> %.2f per pattern, rms bend %.2f Å",
+            round_ + 1, bend.objective[0], bend.objective[-1],
+            float(np.sqrt(np.mean(np.sum(bend.bend**2, axis=1)))),
+        )  # fmt: skip
+        templates = np.asarray(path_structures(start, end, amps[:, 0], bend.bend))
+        search, weights = search_structures(templates, 10 + round_)
     chosen = weights @ amps  # (N, M) posterior-mean amplitudes / path position
     search1 = {
         "search_weights": weights.astype(np.float32),
@@ -571,6 +609,9 @@ def fit_xray(
         "search_mean": chosen.astype(np.float32),
         "search_sd": np.sqrt(np.maximum(weights @ amps**2 - chosen**2, 0.0)).astype(np.float32),
     }
+    if bend is not None:
+        search1["path_bend"] = bend.bend.astype(np.float32)
+        search1["path_bend_objective"] = bend.objective.astype(np.float32)
     static = dataclasses.replace(static, z_init=_initial_z(chosen, static.z_init))
     rotation0 = search.rotations
     if xcfg.pose_average:

@@ -188,3 +188,38 @@ def test_search_scores_its_own_pixels_and_the_svi_its_own(bright, tmp_path):
             root / "data", root / "ref.pdb", FitConfig(),
             XrayFitConfig(search_resolution=1000.0), None,
         )  # fmt: skip
+
+
+@pytest.mark.slow
+def test_template_path_with_a_learned_bend_separates_the_two_states(tmp_path):
+    """Closed (frame 0) and open (frame 97) patterns, the open state as template, one EM
+    round bending the path: the search ranks every open pattern above every closed one and
+    the bend is stored (finite, zero mean would be a no-op: it must have moved)."""
+    from atomicspi_bayes.pipeline import FitConfig
+
+    model, frames = load_trajectory(DCD, PSF)
+    write_multimodel_pdb(tmp_path / "ref.pdb", model, frames[0][None])
+    write_multimodel_pdb(tmp_path / "open.pdb", model, frames[-1][None])
+    cfg = XrayDatasetConfig(
+        n_patterns=12, geometry=default_xray_geometry(32), fluence_photons_per_angstrom2=1e7,
+        frame_indices=(0, 97), batch_size=12, coarse_grained=False,
+    )  # fmt: skip
+    simulate_xray_dataset(jax.random.key(3), PSF, tmp_path / "data", cfg, DCD)
+    fit_cfg = FitConfig(n_modes=4, epochs=2, batch_size=4, n_draws=3, n_ensemble=2, force=True)
+    xcfg = XrayFitConfig(
+        n_grid=3000, top_k=2, map_step=0.004, template=str(tmp_path / "open.pdb"),
+        n_search_conformations=3, bend_rounds=1, bend_steps=3,
+    )  # fmt: skip
+    result = fit_xray(tmp_path / "data", tmp_path / "ref.pdb", tmp_path / "run", fit_cfg, xcfg)
+    truth = np.load(tmp_path / "data" / "truth.npz")
+    is_open = truth["frame_index"] == 97
+    position = result.search["search_mean"][:, 0]
+    assert is_open.any() and (~is_open).any()
+    assert position[is_open].min() > position[~is_open].max()
+    bend = np.load(tmp_path / "run" / "latents.npz")["path_bend"]
+    assert bend.shape == (model.n_atoms, 3) and np.all(np.isfinite(bend))
+    assert np.abs(bend).max() > 0.0
+    objective = result.search["path_bend_objective"]
+    assert objective.shape == (3,) and objective[-1] >= objective[0]
+    with pytest.raises(ConfigError, match="template"):
+        XrayFitConfig(bend_rounds=1)
