@@ -27,6 +27,8 @@ each chunk for the gradient, so memory stays ``pixel_chunk · atoms``). Cost per
 
 from __future__ import annotations
 
+import logging
+import time
 from typing import NamedTuple
 
 import jax
@@ -39,6 +41,8 @@ from atomicspi_bayes.physics.xray import XrayScatterers
 from atomicspi_bayes.physics.xray_orientation import _loglik_terms, intensity_map
 
 __all__ = ["PathBendFit", "fit_path_bend", "path_structures"]
+
+logger = logging.getLogger(__name__)
 
 
 def path_structures(start, end, positions, bend=None) -> jax.Array:
@@ -131,9 +135,11 @@ def fit_path_bend(
 
     def objective(b):
         structures = path_structures(start, end, positions, b[group_index])
-        total = 0.0
-        for c in range(positions.size):  # one map in memory at a time
-            total = total + jnp.sum(weights[:, c] * node_loglik(structures[c], rotations[:, c]))
+        per_node = jax.lax.map(  # one map in memory at a time, one node body to compile
+            lambda a: jnp.sum(a[1] * node_loglik(a[0], a[2])),
+            (structures, weights.T, jnp.swapaxes(rotations, 0, 1)),
+        )
+        total = jnp.sum(per_node)
         prior = 0.5 * jnp.sum(b**2) / prior_sd**2
         return (total - prior) / n_patterns
 
@@ -142,9 +148,15 @@ def fit_path_bend(
     b = jnp.zeros((n_groups, 3), jnp.float32) if init is None else jnp.asarray(init, jnp.float32)
     state = optimizer.init(b)
     history = []
-    for _ in range(n_steps):
+    t0 = time.perf_counter()
+    for i in range(n_steps):
         loss, grad = value_and_grad(b)
         history.append(-float(loss))
+        if i in (0, n_steps - 1) or (i + 1) % 10 == 0:
+            logger.info(
+                "path bend step %d/%d: objective %.3f (%.1f s)",
+                i + 1, n_steps, history[-1], time.perf_counter() - t0,
+            )  # fmt: skip
         updates, state = optimizer.update(grad, state, b)
         b = optax.apply_updates(b, updates)
     b = np.asarray(b)
