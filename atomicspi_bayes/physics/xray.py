@@ -458,8 +458,8 @@ def _transform_parts(
     else:
         n_chunks = -(-n // pixel_chunk)
         padded = jnp.pad(flat, ((0, n_chunks * pixel_chunk - n), (0, 0)))
-        re, im = jax.lax.map(
-            lambda kc: _transform_flat(kc, coords, scatterers, b_factor),
+        re, im = jax.lax.map(  # gradients recompute each chunk: memory stays pixel_chunk · N
+            jax.checkpoint(lambda kc: _transform_flat(kc, coords, scatterers, b_factor)),
             padded.reshape(n_chunks, pixel_chunk, 3),
         )
         re, im = re.reshape(-1)[:n], im.reshape(-1)[:n]
@@ -480,7 +480,8 @@ def molecular_transform(
         scatterers: atoms or beads (model frame).
         rotation: ``(3, 3)`` RELION pose ``A`` (model point ``r -> A r``); ``None`` = identity.
         b_factor: isotropic temperature factor ``B`` in Å² applied to every scatterer.
-        pixel_chunk: evaluate this many ``k`` at a time (bounded memory); ``None`` = all.
+        pixel_chunk: evaluate this many ``k`` at a time (bounded memory, also for gradients:
+            each chunk is recomputed); ``None`` = all.
 
     Returns:
         complex64 array of shape ``k.shape[:-1]``. Cost ``O(P·N)``; see the module docstring.

@@ -186,17 +186,8 @@ def intensity_map(
     half = math.ceil(k_max / step) + 1
     axis = (np.arange(2 * half + 1) - half) * step
     grid = np.stack(np.meshgrid(axis, axis, axis, indexing="ij"), axis=-1).astype(np.float32)
-    points = grid.reshape(-1, 3)
-    n_chunks = -(-points.shape[0] // pixel_chunk)
-    points = np.pad(points, ((0, n_chunks * pixel_chunk - points.shape[0]), (0, 0)))
-
-    @jax.checkpoint  # gradients recompute each chunk: memory stays pixel_chunk · N
-    def chunk_intensity(k_chunk):
-        f = molecular_transform(k_chunk, scatterers, None, b_factor)
-        return jnp.real(f) ** 2 + jnp.imag(f) ** 2
-
-    values = jax.lax.map(chunk_intensity, jnp.asarray(points.reshape(n_chunks, pixel_chunk, 3)))
-    values = values.reshape(-1)[: grid.size // 3].reshape(grid.shape[:3])
+    f = molecular_transform(jnp.asarray(grid), scatterers, None, b_factor, pixel_chunk)
+    values = jnp.real(f) ** 2 + jnp.imag(f) ** 2
     return IntensityMap(values[None], jnp.float32(axis[0]), jnp.float32(step))
 
 
