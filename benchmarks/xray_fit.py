@@ -198,14 +198,11 @@ def main() -> None:
 def _bend_vs_trajectory(bend: np.ndarray, frames: np.ndarray) -> dict:
     """The learned bend ``B (A, 3)`` against the least-squares quadratic bend of the DIMS
     frames themselves (all superposed onto frame 0, ``t = frame / (F - 1)``)."""
-
-    def onto(x, y):
-        u, _, vt = np.linalg.svd(x.T @ y)
-        return x @ (u @ np.diag([1.0, 1.0, np.sign(np.linalg.det(u @ vt))]) @ vt)
+    from atomicspi_bayes.structure import kabsch_align
 
     xyz = np.asarray(frames, np.float64)
     xyz = xyz - xyz.mean(axis=1, keepdims=True)
-    xyz = np.stack([onto(x, xyz[0]) for x in xyz])
+    xyz = np.stack([kabsch_align(x, xyz[0]) for x in xyz])
     t = np.arange(len(xyz)) / (len(xyz) - 1)
     g = t * (1 - t)
     residual = xyz - xyz[0] - t[:, None, None] * (xyz[-1] - xyz[0])

@@ -429,12 +429,11 @@ def _template_ends(setup, xcfg: XrayFitConfig, topology):
             f"{xcfg.template}: template has {other.n_atoms} atoms / other elements than the "
             f"reference ({setup.reference.n_atoms}); give the same molecule in another state"
         )
+    from atomicspi_bayes.structure import kabsch_align
+
     ref = np.asarray(setup.atoms.coords, np.float64)
-    xyz = np.asarray(other.coords, np.float64)[setup.atom_keep]
-    xyz = xyz - xyz.mean(axis=0)
-    u, _, vt = np.linalg.svd(xyz.T @ ref)  # Kabsch: rotate the template onto the reference
-    d = np.sign(np.linalg.det(u @ vt))
-    return ref, xyz @ (u @ np.diag([1.0, 1.0, d]) @ vt)
+    xyz = kabsch_align(np.asarray(other.coords)[setup.atom_keep], ref)
+    return ref, xyz - ref.mean(axis=0)
 
 
 def _initial_z(amplitudes: np.ndarray, fallback: np.ndarray) -> np.ndarray:
